@@ -1,0 +1,1 @@
+"""Semantic routing: embed a prompt and pick an intent and a model tier."""

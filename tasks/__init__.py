@@ -1,0 +1,1 @@
+"""Celery tasks: routing on `routing`, generation on `small-queue` and `large-queue`."""

@@ -1,0 +1,62 @@
+"""What the small and large generation tasks share: run the tier's engine and record the result."""
+from __future__ import annotations
+
+import time
+
+from celery import Task
+
+from engines.base import GenerationRequest
+from engines.provider import get_engine
+from tasks.jobs import job_store
+
+
+def job_messages(job: dict) -> list[dict]:
+    """The chat messages of a job; a plain prompt is one user message."""
+    return job.get("messages") or [{"role": "user", "content": job["prompt"]}]
+
+
+def run_generation(task: Task, tier: str, job: dict, routing: dict) -> dict:
+    """Generate the answer for `job` on this process's engine for `tier`."""
+    store = job_store()
+    job_id = task.request.id
+    started = time.time()
+    store.update(job_id, status="generating", generation_started_at=started)
+    engine = get_engine(tier)
+    request = GenerationRequest(job_messages(job), job["max_tokens"], job["temperature"])
+    pieces, tokens, first_token_at, finish_reason = [], 0, None, None
+    for chunk in engine.generate(request):
+        if first_token_at is None:
+            first_token_at = time.time()
+        pieces.append(chunk.text)
+        tokens += chunk.token is not None and chunk.finish_reason != "stop"
+        finish_reason = chunk.finish_reason
+    finished = time.time()
+    record = store.get(job_id) or {}
+    result = {
+        "response": "".join(pieces),
+        "model_used": engine.model_id,
+        "tier": tier,
+        "intent": routing["intent"],
+        "score": routing["score"],
+        "routing": routing,
+        "cached": False,
+        "tokens": tokens,
+        "finish_reason": finish_reason,
+        **_timings(record, started, first_token_at or finished, finished),
+    }
+    store.update(job_id, status="succeeded", result=result, finished_at=finished)
+    return result
+
+
+def _timings(record: dict, started: float, first_token_at: float, finished: float) -> dict:
+    created = record.get("created_at", started)
+    routing_started = record.get("routing_started_at", created)
+    routed = record.get("routed_at", routing_started)
+    ms = lambda seconds: round(seconds * 1000, 1)  # noqa: E731
+    return {
+        "latency_ms": ms(finished - created),
+        "queue_ms": ms((routing_started - created) + (started - routed)),
+        "routing_ms": ms(routed - routing_started),
+        "first_token_ms": ms(first_token_at - started),
+        "generation_ms": ms(finished - started),
+    }

@@ -1,0 +1,38 @@
+"""The routing task (queue `routing`): embed the prompt, pick a tier, hand the job on."""
+from __future__ import annotations
+
+import threading
+import time
+
+from celery import shared_task
+
+from routing.embedder import Embedder
+from routing.intents import load_route_table
+from routing.router import Router
+from tasks.jobs import job_store
+
+_router: Router | None = None
+_router_lock = threading.Lock()
+
+
+def get_router() -> Router:
+    """The process's router, built on first use so the embedding model loads after any fork."""
+    global _router
+    with _router_lock:
+        if _router is None:
+            _router = Router(load_route_table(), Embedder().encode)
+        return _router
+
+
+@shared_task(bind=True, name="tasks.routing.route")
+def route(self, job: dict) -> None:
+    """Decide the tier and replace this task by the tier's generation task (same job id)."""
+    from tasks import large, small
+
+    store = job_store()
+    store.update(self.request.id, status="routing", routing_started_at=time.time())
+    forced = job["tier"] if job.get("tier") in ("small", "large") else None
+    decision, _ = get_router().route(job["prompt"], forced_tier=forced)
+    store.update(self.request.id, status="queued", routing=decision.as_dict(), routed_at=time.time())
+    target = small.generate if decision.tier == "small" else large.generate
+    raise self.replace(target.s(job, decision.as_dict()))

@@ -1,0 +1,61 @@
+"""Every error leaves as `{"error": {"code", "message"}}` with a matching status."""
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Flask, jsonify
+from kombu.exceptions import OperationalError
+from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+class APIError(Exception):
+    """An error the API reports to the caller as is."""
+
+    def __init__(self, status: int, code: str, message: str, **extra) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.extra = status, code, message, extra
+
+
+def error_response(status: int, code: str, message: str, **extra):
+    return jsonify({"error": {"code": code, "message": message, **extra}}), status
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(APIError)
+    def api_error(err: APIError):
+        return error_response(err.status, err.code, err.message, **err.extra)
+
+    @app.errorhandler(ValidationError)
+    def validation_error(err: ValidationError):
+        return error_response(400, "invalid_request", "request validation failed", fields=err.messages)
+
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException):
+        return error_response(err.code or 500, HTTP_CODES.get(err.code, "http_error"), err.description or err.name)
+
+    # One place maps a broker/Redis outage to 503, whatever endpoint hit it.
+    @app.errorhandler(redis.exceptions.ConnectionError)
+    @app.errorhandler(redis.exceptions.TimeoutError)
+    @app.errorhandler(OperationalError)
+    def backend_unavailable(err: Exception):
+        log.warning("backend unavailable: %s", type(err).__name__)
+        return error_response(503, "service_unavailable", "the queue backend (Redis) is unreachable; retry later")
+
+    @app.errorhandler(Exception)
+    def unexpected(err: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "internal server error")
