@@ -36,6 +36,7 @@ def run_generation(task: Task, tier: str, job: dict, routing: dict) -> dict:
         "response": "".join(pieces),
         "model_used": engine.model_id,
         "tier": tier,
+        "queue": (task.request.delivery_info or {}).get("routing_key"),
         "intent": routing["intent"],
         "score": routing["score"],
         "routing": routing,

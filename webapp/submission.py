@@ -30,9 +30,11 @@ def submit_job(job: dict) -> dict:
 
 def wait_for_job(job_id: str, timeout_s: float) -> Optional[dict]:
     """Block until the job ends or the timeout passes; return its record, or None on timeout."""
+    result = celery_app.AsyncResult(job_id)
     try:
-        celery_app.AsyncResult(job_id).get(timeout=timeout_s, propagate=False, interval=0.05)
+        result.get(timeout=timeout_s, propagate=False, interval=0.05)
     except CeleryTimeout:
+        result.backend.remove_pending_result(result)  # stop listening for a result nobody waits for
         return None
     return job_store().get(job_id)
 

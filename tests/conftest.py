@@ -1,0 +1,93 @@
+"""Test session set-up: a Redis DB of our own and real Celery workers for the three queues."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+# Set before any project module reads its configuration.
+os.environ["REDIS_URL"] = TEST_REDIS_URL
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+WORKERS = {
+    "routing": ["-Q", "routing", "--concurrency", "2"],
+    "small": ["-Q", "small-queue", "--concurrency", "4"],
+    "large": ["-Q", "large-queue", "--concurrency", "4"],
+}
+
+
+def _flush_test_db() -> None:
+    import redis
+
+    redis.Redis.from_url(TEST_REDIS_URL).flushdb()
+
+
+def start_worker(name: str, log_dir: Path, extra_env: dict | None = None) -> subprocess.Popen:
+    """A real `celery worker` process consuming one queue, logging to log_dir/<name>.log."""
+    env = {**os.environ, "ENGINE_MAX_BATCH": "4", **(extra_env or {})}
+    log = open(log_dir / f"{name}.log", "ab")
+    cmd = [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-n", f"{name}-test@%h",
+           "--pool", "threads", "--loglevel", "INFO", "--without-mingle", "--without-gossip", *WORKERS[name]]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def wait_for_queues(queues: list[str], timeout: float = 120) -> None:
+    from webapp.health import workers_per_queue
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        counts = workers_per_queue(timeout_s=1.0)
+        if all(counts.get(q) for q in queues):
+            return
+    raise RuntimeError(f"workers for {queues} did not come up; see test-artifacts/logs")
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    path = ROOT / "test-artifacts"
+    (path / "logs").mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def workers(artifacts_dir):
+    """Routing, small and large workers, started once for the session."""
+    _flush_test_db()
+    procs = {name: start_worker(name, artifacts_dir / "logs") for name in WORKERS}
+    try:
+        wait_for_queues(["routing", "small-queue", "large-queue"])
+        yield procs
+    finally:
+        for proc in procs.values():
+            stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def app():
+    from webapp import create_app
+
+    return create_app({"TESTING": True, "WAIT_TIMEOUT_S": 120})
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
