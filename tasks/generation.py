@@ -8,6 +8,7 @@ from celery import Task
 from engines.base import GenerationRequest
 from engines.provider import get_engine
 from tasks.jobs import job_store
+from tasks.streaming import publish
 
 
 def job_messages(job: dict) -> list[dict]:
@@ -23,13 +24,18 @@ def run_generation(task: Task, tier: str, job: dict, routing: dict) -> dict:
     store.update(job_id, status="generating", generation_started_at=started)
     engine = get_engine(tier)
     request = GenerationRequest(job_messages(job), job["max_tokens"], job["temperature"])
-    pieces, tokens, first_token_at, finish_reason = [], 0, None, None
+    # A redelivered task starts over: readers drop the text they had before a `start`.
+    publish(job_id, "start", {"tier": tier, "model": engine.model_id, "routing": routing})
+    pieces, tokens, first_token_at, finish_reason, prompt_tokens = [], 0, None, None, 0
     for chunk in engine.generate(request):
         if first_token_at is None:
             first_token_at = time.time()
+        if chunk.text:
+            publish(job_id, "token", {"text": chunk.text})
         pieces.append(chunk.text)
         tokens += chunk.token is not None and chunk.finish_reason != "stop"
         finish_reason = chunk.finish_reason
+        prompt_tokens = chunk.prompt_tokens
     finished = time.time()
     record = store.get(job_id) or {}
     result = {
@@ -42,9 +48,12 @@ def run_generation(task: Task, tier: str, job: dict, routing: dict) -> dict:
         "routing": routing,
         "cached": False,
         "tokens": tokens,
+        "prompt_tokens": prompt_tokens,
         "finish_reason": finish_reason,
         **_timings(record, started, first_token_at or finished, finished),
     }
+    # The stream's final event goes first: a reader that sees the job finished finds it there.
+    publish(job_id, "final", {"id": job_id, "status": "succeeded", **result})
     store.update(job_id, status="succeeded", result=result, finished_at=finished)
     return result
 

@@ -82,6 +82,37 @@ def workers(artifacts_dir):
 
 
 @pytest.fixture(scope="session")
+def live_server(workers, artifacts_dir):
+    """The web app under gunicorn (gthread, as deployed) on a free port; yields its base URL."""
+    import requests
+
+    from helpers import free_port
+
+    port = free_port()
+    log = open(artifacts_dir / "logs" / "web.log", "ab")
+    cmd = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", "8",
+           "--bind", f"127.0.0.1:{port}", "wsgi:app"]
+    env = {**os.environ, "WAIT_TIMEOUT_S": "180"}  # a first job on a busy machine waits for cold models
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if requests.get(f"{url}/v1/models", timeout=10).ok:
+                    break
+            except requests.RequestException:  # not listening yet, or still importing
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("gunicorn did not come up; see test-artifacts/logs/web.log")
+            time.sleep(0.2)
+        yield url
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
 def app():
     from webapp import create_app
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Iterator
 
 
 def free_port() -> int:
@@ -20,3 +21,36 @@ def wait_for_job(client, job_id: str, timeout: float = 180) -> dict:
             return view
         time.sleep(0.2)
     raise AssertionError(f"job {job_id} did not finish in {timeout}s: {view}")
+
+
+def iter_sse(chunks) -> Iterator[dict]:
+    """Parse Server-Sent Events from an iterable of bytes/str chunks, as they arrive.
+
+    Yields {"event", "data", "id"} per event (data JSON-decoded when it is JSON) and
+    {"comment": text} per comment line.
+    """
+    import json
+
+    buffer = ""
+    for chunk in chunks:
+        buffer += chunk.decode() if isinstance(chunk, bytes) else chunk
+        while "\n\n" in buffer:
+            block, buffer = buffer.split("\n\n", 1)
+            event = {"event": "message", "data": None, "id": None}
+            data_lines = []
+            for line in block.splitlines():
+                if line.startswith(":"):
+                    yield {"comment": line[1:].strip()}
+                    continue
+                field, _, value = line.partition(": ")
+                if field == "data":
+                    data_lines.append(value)
+                elif field in ("event", "id"):
+                    event[field] = value
+            if data_lines:
+                data = "\n".join(data_lines)
+                try:
+                    event["data"] = json.loads(data)
+                except ValueError:
+                    event["data"] = data
+                yield event

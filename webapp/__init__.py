@@ -21,9 +21,11 @@ def create_app(test_config: Optional[dict] = None) -> Flask:
         app.config.update(test_config)
     app.json.sort_keys = False
 
-    from webapp import health, jobs
+    from webapp import health, jobs, openai_api, playground, recent, stream
 
     app.register_blueprint(jobs.bp)
     app.register_blueprint(health.bp)
+    for blueprint in (stream.bp, recent.bp, openai_api.bp, playground.bp):
+        app.register_blueprint(blueprint)
     register_error_handlers(app)
     return app

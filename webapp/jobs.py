@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 from flask import Blueprint, current_app, jsonify, request, url_for
+from marshmallow import Schema
 
 from tasks.jobs import job_store
 from webapp.errors import APIError
@@ -15,18 +16,30 @@ JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 SYNC_FIELDS = ("response", "model_used", "latency_ms", "intent", "score", "cached", "tier", "tokens", "routing")
 
 
-def _job_request() -> dict:
+def load_json_body(schema: Schema) -> dict:
+    """The request's JSON object body, validated by `schema`."""
     if not request.is_json:
         raise APIError(415, "unsupported_media_type", "send the body as application/json")
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise APIError(400, "invalid_request", "the body must be a JSON object")
-    return JobRequestSchema().load(body)
+    return schema.load(body)
+
+
+def finished_result(job_id: str) -> dict:
+    """Wait for the job; its result, or a 504 (still running) or 502 (it did not succeed)."""
+    done = wait_for_job(job_id, current_app.config["WAIT_TIMEOUT_S"])
+    if done is None:
+        raise APIError(504, "timeout", "the job is still running; poll it", id=job_id,
+                       location=url_for("jobs.get_job", job_id=job_id))
+    if done["status"] != "succeeded":
+        raise APIError(502, "job_failed", f"the job ended as {done['status']}", id=job_id, detail=done.get("error"))
+    return done["result"]
 
 
 @bp.post("/v1/jobs")
 def create_job():
-    record = submit_job(_job_request())
+    record = submit_job(load_json_body(JobRequestSchema()))
     response = jsonify({**job_view(record), "links": {"self": url_for("jobs.get_job", job_id=record["id"])}})
     response.status_code = 202
     response.headers["Location"] = url_for("jobs.get_job", job_id=record["id"])
@@ -43,13 +56,6 @@ def get_job(job_id: str):
 
 @bp.post("/generate")
 def generate():
-    record = submit_job(_job_request())
-    done = wait_for_job(record["id"], current_app.config["WAIT_TIMEOUT_S"])
-    if done is None:
-        raise APIError(504, "timeout", "the job is still running; poll it", id=record["id"],
-                       location=url_for("jobs.get_job", job_id=record["id"]))
-    if done["status"] != "succeeded":
-        raise APIError(502, "job_failed", f"the job ended as {done['status']}", id=record["id"],
-                       detail=done.get("error"))
-    result = done["result"]
+    record = submit_job(load_json_body(JobRequestSchema()))
+    result = finished_result(record["id"])
     return jsonify({"id": record["id"], **{k: result[k] for k in SYNC_FIELDS if k in result}})

@@ -9,6 +9,7 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 
 from tasks.app import app as celery_app
 from tasks.jobs import job_store
+from tasks.recent_jobs import remember_job
 from tasks.routing import route
 
 # Publishing must fail fast when Redis is away: the caller gets a 503, not a hang.
@@ -20,6 +21,7 @@ def submit_job(job: dict) -> dict:
     job_id = uuid.uuid4().hex
     store = job_store()
     record = store.create(job_id, job)
+    remember_job(job_id)
     try:
         route.apply_async(args=[job], task_id=job_id, retry_policy=PUBLISH_RETRY)
     except Exception:

@@ -1,0 +1,194 @@
+"""OpenAI-compatible endpoints, so existing clients work unchanged: chat completions and models.
+
+`model` is "auto" (routed), "small", "large" or a served model id (which forces its tier).
+The routing decision comes back in `X-Route-*` headers and in an extra `routing` field.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Iterator
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from engines.models import TIERS, resolve_model, served_models
+from tasks.jobs import job_store
+from tasks.streaming import FINISHED, StreamEvent
+from webapp.errors import APIError
+from webapp.jobs import finished_result, load_json_body
+from webapp.openai_schemas import ChatCompletionRequestSchema, last_user_message, openai_error
+from webapp.stream import HEARTBEAT, job_events, sse, sse_response
+from webapp.submission import submit_job
+
+bp = Blueprint("openai", __name__)
+OPENAI_PATHS = ("/v1/chat/", "/v1/models")
+ROUTING_MODELS = ("auto", "small", "large")  # model names that pick routing or a tier
+DEFAULT_MAX_TOKENS = 128
+ROUTING_POLL_S = 0.05
+
+
+@bp.after_app_request
+def openai_error_shape(response: Response) -> Response:
+    """Errors on the OpenAI paths, whoever raised them (404, 405, 503...), leave in OpenAI's shape."""
+    if response.status_code >= 400 and response.is_json and request.path.startswith(OPENAI_PATHS):
+        body = response.get_json(silent=True)
+        if isinstance(body, dict) and isinstance(body.get("error"), dict) and "type" not in body["error"]:
+            response.set_data(json.dumps(openai_error(response.status_code, body["error"])))
+    return response
+
+
+def tier_for_model(model: str) -> str:
+    """"auto", "small", "large", or the tier that serves the model id; else a 404 like OpenAI's."""
+    if model in ROUTING_MODELS:
+        return model
+    for tier, model_id in served_models().items():
+        if model == model_id:
+            return tier
+    raise APIError(404, "model_not_found", f"The model '{model}' does not exist.", param="model")
+
+
+def job_from_chat(body: dict, tier: str) -> dict:
+    """The job `submit_job` queues: the messages for the model, the last user message for the router."""
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
+    temperature = body.get("temperature")
+    return {
+        "prompt": last_user_message(body["messages"]),
+        "messages": [{"role": m["role"], "content": m["content"]} for m in body["messages"]],
+        "max_tokens": max_tokens,
+        "temperature": 0.0 if temperature is None else temperature,
+        "tier": tier,
+    }
+
+
+@bp.post("/v1/chat/completions")
+def chat_completions():
+    body = load_json_body(ChatCompletionRequestSchema())
+    record = submit_job(job_from_chat(body, tier_for_model(body["model"])))
+    if body["stream"]:
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return _streamed_completion(record, include_usage)
+    result = finished_result(record["id"])
+    routing = routing_info(result.get("routing") or {}, result.get("cached", False))
+    completion = {
+        "id": f"chatcmpl-{record['id']}",
+        "object": "chat.completion",
+        "created": int(record["created_at"]),
+        "model": result["model_used"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": result["response"]},
+                     "finish_reason": finish_reason(result)}],
+        "usage": usage(result),
+        "routing": routing,
+        "job_id": record["id"],
+    }
+    response = jsonify(completion)
+    response.headers.update(route_headers(routing, record["id"]))
+    return response
+
+
+def _streamed_completion(record: dict, include_usage: bool) -> Response:
+    job_id = record["id"]
+    routed = wait_for_routing(job_id, current_app.config["STREAM_TIMEOUT_S"])
+    early_result = routed.get("result") or {}  # a job can end before streaming starts (cache hit)
+    decision = routed.get("routing") or early_result.get("routing") or {}
+    model = early_result.get("model_used") or served_models().get(decision.get("tier"), "auto")
+    events = job_events(job_id)
+    chunk_base = {"id": f"chatcmpl-{job_id}", "object": "chat.completion.chunk",
+                  "created": int(record["created_at"]), "model": model}
+
+    def chunk(delta: dict, finish: str | None = None, **extra) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return sse(json.dumps({**chunk_base, "choices": [choice], **extra}))
+
+    def body() -> Iterator[str]:
+        yield chunk({"role": "assistant", "content": ""})
+        streamed_text = False
+        for event in events:
+            if event.event == "heartbeat":
+                yield HEARTBEAT
+            elif event.event == "token":
+                streamed_text = True
+                yield chunk({"content": event.data["text"]})
+            elif event.event == "final" and event.data["status"] == "succeeded":
+                result = event.data
+                if not streamed_text and result.get("response"):  # answered without generation (cache)
+                    yield chunk({"content": result["response"]})
+                routing = routing_info(result.get("routing") or decision, result.get("cached", False))
+                yield chunk({}, finish_reason(result), routing=routing)
+                if include_usage:
+                    yield sse(json.dumps({**chunk_base, "choices": [], "usage": usage(result)}))
+            elif event.event in ("final", "timeout"):
+                yield sse(json.dumps(stream_error(event)))
+        yield sse("[DONE]")
+
+    return sse_response(body(), **route_headers(routing_info(decision, early_result.get("cached")), job_id))
+
+
+def wait_for_routing(job_id: str, timeout_s: float) -> dict:
+    """The job record once the router has decided (or the job ended), so headers can say where it went."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        record = job_store().get(job_id) or {"id": job_id, "status": "failed"}
+        if "routing" in record or record["status"] in FINISHED or time.monotonic() >= deadline:
+            return record
+        time.sleep(ROUTING_POLL_S)
+
+
+def stream_error(event: StreamEvent) -> dict:
+    """A job that timed out or did not succeed, as an in-stream error the OpenAI clients raise."""
+    if event.event == "timeout":
+        message, code = event.data["message"], "timeout"
+    else:
+        detail = (event.data.get("error") or {}).get("message")
+        message, code = f"the job ended as {event.data['status']}" + (f": {detail}" if detail else ""), "job_failed"
+    return {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
+
+
+def routing_info(decision: dict, cached) -> dict:
+    return {**decision, "cached": cached}
+
+
+def route_headers(routing: dict, job_id: str) -> dict:
+    headers = {"X-Job-Id": job_id}
+    for field in ("tier", "intent", "score", "rule"):
+        if routing.get(field) is not None:
+            headers[f"X-Route-{field.capitalize()}"] = str(routing[field])
+    if routing.get("cached") is not None:
+        headers["X-Cache"] = "hit" if routing["cached"] else "miss"
+    return headers
+
+
+def finish_reason(result: dict) -> str:
+    return "length" if result.get("finish_reason") == "length" else "stop"
+
+
+def usage(result: dict) -> dict:
+    prompt, completion = result.get("prompt_tokens", 0), result.get("tokens", 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def model_entries() -> list[dict]:
+    """The served models (one per tier), then the routing aliases."""
+    entries = []
+    for tier in TIERS:
+        spec = resolve_model(tier, prepare=False)
+        path = Path(spec.load_path)
+        created = int(path.stat().st_mtime) if path.exists() else 0
+        entries.append({"id": spec.model_id, "object": "model", "created": created, "owned_by": "local",
+                        "tier": tier})
+    for alias in ROUTING_MODELS:
+        entries.append({"id": alias, "object": "model", "created": 0, "owned_by": "router", "tier": alias})
+    return entries
+
+
+@bp.get("/v1/models")
+def list_models():
+    return jsonify({"object": "list", "data": model_entries()})
+
+
+@bp.get("/v1/models/<path:model>")
+def get_model(model: str):
+    entry = next((e for e in model_entries() if e["id"] == model), None)
+    if entry is None:
+        raise APIError(404, "model_not_found", f"The model '{model}' does not exist.", param="model")
+    return jsonify(entry)
