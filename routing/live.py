@@ -31,9 +31,13 @@ def load_router(routes_file: Path | str, params_file: Path | str,
         raise ValueError(f"routes file {routes_file}: {exc}") from None
     try:
         params = load_params(params_file)
-        return build_router(table, params, encode)
     except (OSError, ValueError) as exc:
         raise ValueError(f"parameters file {params_file}: {exc}") from None
+    try:
+        return build_router(table, params, encode)
+    except ValueError as exc:
+        raise ValueError(f"parameters file {params_file} does not fit routes file {routes_file} "
+                         f"(rerun python -m routing.calibrate): {exc}") from None
 
 
 class LiveRouter:
