@@ -1,13 +1,21 @@
 """Intents as data: names, tiers, thresholds and example utterances read from a YAML file."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
 
 INTENTS_FILE = Path(__file__).resolve().parent / "intents.yaml"
 TIERS = ("small", "large")
+
+
+def routes_path() -> Path:
+    """The routes file: `ROUTES_FILE` if set, else the bundled intents.yaml."""
+    return Path(os.environ.get("ROUTES_FILE", "").strip() or INTENTS_FILE)
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,19 @@ class RouteTable:
 
     intents: tuple[Intent, ...]
     default_tier: str
+
+    def fingerprint(self) -> str:
+        """Hash of what a fitted classifier depends on (names, tiers, utterances; not thresholds)."""
+        content = [[i.name, i.tier, list(i.utterances)] for i in self.intents]
+        return hashlib.sha256(json.dumps(content).encode()).hexdigest()[:16]
+
+    def with_thresholds(self, thresholds: dict[str, float]) -> "RouteTable":
+        """A copy whose named intents use the given thresholds; the others keep theirs."""
+        unknown = set(thresholds) - {i.name for i in self.intents}
+        if unknown:
+            raise ValueError(f"thresholds for intents not in the routes file: {sorted(unknown)}")
+        intents = tuple(replace(i, threshold=float(thresholds.get(i.name, i.threshold))) for i in self.intents)
+        return replace(self, intents=intents)
 
 
 def parse_route_table(data: dict) -> RouteTable:
@@ -54,7 +75,7 @@ def parse_route_table(data: dict) -> RouteTable:
     return RouteTable(tuple(intents), default_tier)
 
 
-def load_route_table(path: Path | str = INTENTS_FILE) -> RouteTable:
-    """Read and validate the routes file."""
-    with open(path, encoding="utf-8") as fh:
+def load_route_table(path: Path | str | None = None) -> RouteTable:
+    """Read and validate the routes file (default: `routes_path()`)."""
+    with open(path or routes_path(), encoding="utf-8") as fh:
         return parse_route_table(yaml.safe_load(fh))

@@ -7,21 +7,25 @@ import time
 from celery import shared_task
 
 from routing.embedder import Embedder
-from routing.intents import load_route_table
+from routing.live import LiveRouter
 from routing.router import Router
 from tasks.jobs import job_store
 
-_router: Router | None = None
-_router_lock = threading.Lock()
+_live: LiveRouter | None = None
+_live_lock = threading.Lock()
 
 
 def get_router() -> Router:
-    """The process's router, built on first use so the embedding model loads after any fork."""
-    global _router
-    with _router_lock:
-        if _router is None:
-            _router = Router(load_route_table(), Embedder().encode)
-        return _router
+    """The process's router, built on first use so the embedding model loads after any fork.
+
+    Rebuilt when the routes file (`ROUTES_FILE`) or parameters file (`ROUTING_PARAMS_FILE`)
+    changes; an invalid edit keeps the previous router and logs an error.
+    """
+    global _live
+    with _live_lock:
+        if _live is None:
+            _live = LiveRouter(Embedder().encode)
+    return _live.get()
 
 
 @shared_task(bind=True, name="tasks.routing.route")

@@ -1,0 +1,76 @@
+"""Routing throughput with and without batched encoding: `python -m routing.bench [--threads N]`.
+
+Routes the prompts of a labelled file from N threads at once, as the routing worker's
+thread pool does, first with each call encoded on its own (max batch 1), then with
+concurrent calls merged into one forward pass. Prints prompts per second for each.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional, Sequence
+
+import numpy as np
+
+from routing.intents import routes_path
+from routing.labelled import load_labelled
+from routing.params import params_path
+
+DEFAULT_DATA = "routing/data/dev.jsonl"
+
+
+def run(router, prompts: list[str], threads: int) -> dict:
+    """Route every prompt from `threads` threads; throughput and per-call latency."""
+    embedder = router.encode.__self__
+    batches_before = embedder.batches
+
+    def timed(prompt: str) -> float:
+        started = time.perf_counter()
+        router.route(prompt)
+        return (time.perf_counter() - started) * 1000
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        latencies = list(pool.map(timed, prompts))
+    elapsed = time.perf_counter() - started
+    batches = embedder.batches - batches_before
+    return {"max_batch": embedder.max_batch, "threads": threads, "prompts": len(prompts),
+            "prompts_per_s": round(len(prompts) / elapsed, 1), "mean_batch": round(len(prompts) / batches, 2),
+            "p50_ms": round(float(np.percentile(latencies, 50)), 1),
+            "p99_ms": round(float(np.percentile(latencies, 99)), 1)}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m routing.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=DEFAULT_DATA, help="labelled JSON lines whose prompts are routed")
+    parser.add_argument("--threads", type=int, default=4, help="concurrent callers (the worker's --concurrency)")
+    parser.add_argument("--max-batch", type=int, default=32, help="merge limit for the batched run")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    from routing.embedder import Embedder
+    from routing.live import load_router
+
+    embedder = Embedder()
+    router = load_router(routes_path(), params_path(), embedder.encode)
+    prompts = [row["prompt"] for row in load_labelled(args.data)]
+    router.route("warm up")
+    results = []
+    for max_batch in (1, args.max_batch):
+        embedder.max_batch = max_batch
+        results.append(run(router, prompts, args.threads))
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for r in results:
+            label = "unbatched" if r["max_batch"] == 1 else f"batched (max {r['max_batch']})"
+            print(f"{label:<18} {r['prompts']} prompts, {r['threads']} threads: {r['prompts_per_s']:>6} prompts/s, "
+                  f"mean batch {r['mean_batch']}, per-call p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

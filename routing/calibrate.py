@@ -1,0 +1,257 @@
+"""Fit the router to labelled prompts: `python -m routing.calibrate --data FILE [--holdout FILE]`.
+
+Measures every scoring (centroid, max, topk similarity, and logistic regression over the
+MiniLM embeddings trained on the routes file's utterances plus the labelled prompts),
+fits each one's thresholds for the best accuracy with large-tier recall at or above the
+target, keeps the best, writes it to the parameters file the router loads, and reports
+before and after on the held-out prompts (`--holdout`, else a deterministic 40% of --data).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from routing.evaluate import metrics
+from routing.intents import RouteTable, load_route_table, routes_path
+from routing.labelled import load_labelled, split_dev_test
+from routing.params import RouterParams, build_router, params_path, write_params
+from routing.router import SIMILARITY_SCORINGS, LinearClassifier, Router, routed_large
+
+MIN_LARGE_RECALL = 0.95
+LOGREG_C = (1.0, 4.0, 16.0)
+FOLDS = 5
+MAX_CANDIDATE_THRESHOLDS = 100
+
+
+@dataclass
+class Candidate:
+    """One scoring with its thresholds fitted on the dev prompts."""
+
+    name: str
+    params: RouterParams
+    small_threshold: float
+    large_threshold: float
+    accuracy: float
+    large_recall: float
+    small_recall: float
+
+    def summary(self) -> dict:
+        return {"name": self.name, "accuracy": self.accuracy, "large_recall": self.large_recall,
+                "small_recall": self.small_recall, "small_threshold": self.small_threshold,
+                "large_threshold": self.large_threshold}
+
+
+def fit_thresholds(scores: np.ndarray, is_large: np.ndarray, large_intents: np.ndarray, default_large: bool,
+                   min_large_recall: float) -> tuple[float, float, tuple[float, float, float]]:
+    """One threshold for small-tier intents and one (not lower) for large-tier intents.
+
+    Best dev accuracy with large recall >= min_large_recall (or, if unreachable, the best
+    large recall); ties go to the safer side: higher small threshold, then lower large one.
+    With equal thresholds the rule is simply "the top intent decides if it is confident
+    enough, else the default tier", which keeps explanations easy to read.
+    """
+    candidates = _threshold_candidates(scores.max(axis=1))
+    best_key, best = None, None
+    for small in candidates:
+        for large in candidates[candidates >= small]:
+            thresholds = np.where(large_intents, large, small)
+            routed = routed_large(scores, thresholds, large_intents, default_large)
+            accuracy, large_recall, small_recall = _tier_metrics(routed, is_large)
+            key = (large_recall >= min_large_recall, accuracy if large_recall >= min_large_recall else large_recall,
+                   large_recall, small, -large)
+            if best_key is None or key > best_key:
+                best_key, best = key, (float(small), float(large), (accuracy, large_recall, small_recall))
+    return best
+
+
+def _threshold_candidates(top_scores: np.ndarray) -> np.ndarray:
+    """Midpoints between neighbouring observed top scores, plus one below and one above them all."""
+    values = np.unique(np.round(top_scores, 6))
+    if len(values) > MAX_CANDIDATE_THRESHOLDS:
+        values = np.unique(np.quantile(values, np.linspace(0, 1, MAX_CANDIDATE_THRESHOLDS)))
+    middles = (values[:-1] + values[1:]) / 2
+    return np.round(np.concatenate([[values[0] - 0.01], middles, [values[-1] + 0.01]]), 6)
+
+
+def _tier_metrics(routed_large_: np.ndarray, is_large: np.ndarray) -> tuple[float, float, float]:
+    accuracy = float((routed_large_ == is_large).mean())
+    large_recall = float((routed_large_ & is_large).sum() / max(is_large.sum(), 1))
+    small_recall = float((~routed_large_ & ~is_large).sum() / max((~is_large).sum(), 1))
+    return round(accuracy, 4), round(large_recall, 4), round(small_recall, 4)
+
+
+class _Fitter:
+    """Holds the dev prompts' embeddings and labels while candidates are fitted."""
+
+    def __init__(self, table: RouteTable, encode: Callable, dev: list[dict], dev_vectors: np.ndarray,
+                 min_large_recall: float) -> None:
+        self.table, self.encode, self.dev, self.dev_vectors = table, encode, dev, dev_vectors
+        self.min_large_recall = min_large_recall
+        self.names = [intent.name for intent in table.intents]
+        self.large_intents = np.array([intent.tier == "large" for intent in table.intents])
+        self.is_large = np.array([row["tier"] == "large" for row in dev])
+
+    def candidate(self, name: str, scoring: str, scores: np.ndarray,
+                  classifier: Optional[LinearClassifier] = None) -> Candidate:
+        small, large, (accuracy, large_recall, small_recall) = fit_thresholds(
+            scores, self.is_large, self.large_intents, self.table.default_tier == "large", self.min_large_recall)
+        thresholds = {i.name: (large if i.tier == "large" else small) for i in self.table.intents}
+        params = RouterParams(scoring, thresholds, classifier=classifier, routes_fingerprint=self.table.fingerprint())
+        return Candidate(name, params, small, large, accuracy, large_recall, small_recall)
+
+    def similarity(self, scoring: str) -> Candidate:
+        router = Router(self.table, self.encode, scoring=scoring)
+        return self.candidate(scoring, scoring, router.score_matrix(self.dev_vectors))
+
+    def logreg(self, c: float) -> Candidate:
+        """Thresholds are fitted on out-of-fold probabilities: in-sample ones are overconfident."""
+        labelled = np.array([i for i, row in enumerate(self.dev) if row.get("intent") in self.names])
+        out_of_fold = self._classifier(c, np.array([], dtype=int)).probabilities(self.dev_vectors)
+        if len(labelled) >= 2:
+            from sklearn.model_selection import KFold
+
+            for train, held in KFold(min(FOLDS, len(labelled)), shuffle=True, random_state=0).split(labelled):
+                fold = self._classifier(c, labelled[train])
+                out_of_fold[labelled[held]] = fold.probabilities(self.dev_vectors[labelled[held]])
+        final = self._classifier(c, labelled)
+        columns = [final.classes.index(name) for name in self.names]
+        return self.candidate(f"logreg C={c:g}", "logreg", out_of_fold[:, columns], final)
+
+    def _classifier(self, c: float, rows: np.ndarray) -> LinearClassifier:
+        """Multinomial logistic regression on every utterance plus the given dev rows."""
+        from sklearn.linear_model import LogisticRegression
+
+        intents = self.table.intents
+        # per intent, as the similarity scorings ask for them, so the memoised encoder has them already
+        x = np.concatenate([self.encode(list(i.utterances)) for i in intents] + [self.dev_vectors[rows.astype(int)]])
+        y = [i.name for i in intents for _ in i.utterances] + [self.dev[r]["intent"] for r in rows]
+        model = LogisticRegression(C=c, max_iter=5000).fit(x, y)
+        return LinearClassifier(tuple(str(c_) for c_ in model.classes_), model.coef_.astype(np.float32),
+                                model.intercept_.astype(np.float32))
+
+
+def choose(candidates: list[Candidate], min_large_recall: float) -> Candidate:
+    """Best accuracy among those meeting the recall target; else the best large recall."""
+    return max(candidates, key=lambda c: (c.large_recall >= min_large_recall,
+                                          c.accuracy if c.large_recall >= min_large_recall else c.large_recall,
+                                          c.large_recall))
+
+
+def holdout_report(router: Router, rows: list[dict], vectors: np.ndarray) -> dict:
+    report = metrics(rows, [router.decide(v) for v in vectors], worst=0)
+    return {"scoring": router.scoring, **{k: v for k, v in report.items() if k != "worst"}}
+
+
+def calibrate(table: RouteTable, dev: list[dict], holdout: list[dict], encode: Callable[[Sequence[str]], np.ndarray],
+              before: Optional[Router], min_large_recall: float = MIN_LARGE_RECALL) -> dict:
+    """Fit every candidate on `dev`, choose one, and measure before/after on `holdout`."""
+    check_intents(table, dev + holdout)
+    vectors = encode([row["prompt"] for row in dev + holdout])
+    dev_vectors, holdout_vectors = vectors[:len(dev)], vectors[len(dev):]
+    fitter = _Fitter(table, encode, dev, dev_vectors, min_large_recall)
+    candidates = [fitter.similarity(s) for s in SIMILARITY_SCORINGS] + [fitter.logreg(c) for c in LOGREG_C]
+    chosen = choose(candidates, min_large_recall)
+    after = build_router(table, chosen.params, encode)
+    return {
+        "chosen": chosen,
+        "candidates": [c.summary() for c in candidates],
+        "before": holdout_report(before, holdout, holdout_vectors) if before is not None and holdout else None,
+        "after": holdout_report(after, holdout, holdout_vectors) if holdout else None,
+    }
+
+
+def check_intents(table: RouteTable, rows: list[dict]) -> None:
+    """Labelled intents must be the routes file's: the classifier learns those names."""
+    unknown = sorted({row["intent"] for row in rows if row.get("intent")} - {i.name for i in table.intents})
+    if unknown:
+        raise ValueError(f"labelled intents not in the routes file: {unknown}")
+
+
+def _memoised(encode: Callable[[Sequence[str]], np.ndarray]) -> Callable[[Sequence[str]], np.ndarray]:
+    """Each candidate re-reads the utterances; encode each list once."""
+    cache: dict[tuple, np.ndarray] = {}
+
+    def cached(texts: Sequence[str]) -> np.ndarray:
+        key = tuple(texts)
+        if key not in cache:
+            cache[key] = encode(list(texts))
+        return cache[key]
+
+    return cached
+
+
+def format_result(result: dict, source: str, n_dev: int, n_holdout: int, target: float) -> str:
+    lines = [f"fitted on {n_dev} prompts, held out {n_holdout} ({source}); target: large recall >= {target}",
+             "", f"{'candidate (dev)':<16}{'accuracy':>9}{'large rec':>10}{'small rec':>10}  thresholds small / large"]
+    for c in result["candidates"]:
+        lines.append(f"{c['name']:<16}{c['accuracy']:>9.3f}{c['large_recall']:>10.3f}{c['small_recall']:>10.3f}"
+                     f"  {c['small_threshold']:.3f} / {c['large_threshold']:.3f}")
+    lines += ["", f"chosen: {result['chosen'].name}", "",
+              f"{'held-out':<16}{'before':>8}{'after':>8}"]
+    for key in ("accuracy", "large_recall", "small_recall", "small_share", "intent_accuracy"):
+        before = (result["before"] or {}).get(key)
+        after = (result["after"] or {}).get(key)
+        lines.append(f"{key:<16}{_fmt(before):>8}{_fmt(after):>8}")
+    return "\n".join(lines)
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m routing.calibrate", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True, help="labelled JSON lines to fit on")
+    parser.add_argument("--holdout", default=None, help="labelled JSON lines to report on (default: 40%% of --data)")
+    parser.add_argument("--routes", default=None, help=f"routes file (default: ROUTES_FILE or {routes_path()})")
+    parser.add_argument("--out", default=None, help=f"parameters file to write (default: ROUTING_PARAMS_FILE or "
+                                                    f"{params_path()}); its current content is the 'before'")
+    parser.add_argument("--min-large-recall", type=float, default=MIN_LARGE_RECALL)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    args = parser.parse_args(argv)
+
+    from routing.embedder import Embedder
+    from routing.live import load_router
+
+    routes_file, out = Path(args.routes or routes_path()), Path(args.out or params_path())
+    encode = _memoised(Embedder().encode)
+    try:
+        table = load_route_table(routes_file)
+        rows = load_labelled(args.data)
+        if args.holdout:
+            dev, holdout, source = rows, load_labelled(args.holdout), f"{args.data} / {args.holdout}"
+        else:
+            (dev, holdout), source = split_dev_test(rows), f"deterministic 60/40 split of {args.data}"
+        check_intents(table, dev + holdout)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        before = load_router(routes_file, out, encode)
+    except ValueError as exc:
+        print(f"warning: no 'before': {exc}", file=sys.stderr)
+        before = None
+    result = calibrate(table, dev, holdout, encode, before, args.min_large_recall)
+    chosen = result["chosen"]
+    fit = {"fitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "data": args.data,
+           "holdout": args.holdout or "split of data", "n_dev": len(dev), "n_holdout": len(holdout),
+           "min_large_recall": args.min_large_recall, "chosen": chosen.name, "candidates": result["candidates"],
+           "holdout_before": result["before"], "holdout_after": result["after"]}
+    write_params(replace(chosen.params, fit=fit), out)
+    if args.json:
+        print(json.dumps({**fit, "out": str(out)}))
+    else:
+        print(format_result(result, source, len(dev), len(holdout), args.min_large_recall))
+        print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Concurrent encode calls share forward passes and still each get their own vectors."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from routing.embedder import Embedder
+
+PROMPTS = ["hi there", "prove that sqrt 2 is irrational", "what does CPU stand for",
+           "write a haiku about rain", "my docker container exits with code 137, why?",
+           "plan a two week trip to peru", "how do i reverse a list in python", "derive the quadratic formula"]
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    e = Embedder()
+    e.encode(["load the model"])
+    return e
+
+
+def _encode_concurrently(embedder: Embedder, groups: list[list[str]]) -> list[np.ndarray]:
+    results: list = [None] * len(groups)
+    start = threading.Barrier(len(groups))
+
+    def call(i: int) -> None:
+        start.wait()
+        results[i] = embedder.encode(groups[i])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(groups))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return results
+
+
+def test_concurrent_calls_are_merged_and_answered_with_their_own_rows(embedder):
+    alone = [embedder.encode([p])[0] for p in PROMPTS]
+    groups = [[p] for p in PROMPTS[:6]] + [PROMPTS[6:]]  # one caller sends two texts
+    batches_before = embedder.batches
+    results = _encode_concurrently(embedder, groups)
+    assert embedder.batches - batches_before < len(groups), "concurrent calls were not merged"
+    got = np.concatenate(results)
+    assert got.shape == (len(PROMPTS), 384)
+    np.testing.assert_allclose(got, np.stack(alone), atol=1e-4)
+
+
+def test_max_batch_one_encodes_each_call_alone(embedder):
+    embedder.max_batch = 1
+    try:
+        batches_before = embedder.batches
+        results = _encode_concurrently(embedder, [[p] for p in PROMPTS[:4]])
+        assert embedder.batches - batches_before == 4
+        assert all(r.shape == (1, 384) for r in results)
+    finally:
+        embedder.max_batch = 32
+
+
+def test_a_failed_forward_pass_reaches_every_caller_in_it():
+    class Failing:
+        def encode(self, *args, **kwargs):
+            raise RuntimeError("model fell over")
+
+    embedder = Embedder()
+    embedder._model = Failing()  # a broken model cannot be produced on purpose otherwise
+    errors = []
+
+    def call() -> None:
+        try:
+            embedder.encode(["x"])
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert errors == ["model fell over"] * 3

@@ -1,0 +1,79 @@
+"""Every result explains its routing, on the job API and the synchronous endpoint, from real workers."""
+from __future__ import annotations
+
+import pytest
+
+from helpers import wait_for_job
+from routing.embedder import Embedder
+from routing.intents import load_route_table, routes_path
+from routing.live import load_router
+from routing.params import params_path
+
+pytestmark = pytest.mark.usefixtures("workers")
+
+EXPLANATION_FIELDS = {"intent", "tier", "score", "threshold", "rule", "top"}
+
+
+@pytest.fixture(scope="module")
+def local_router():
+    """The router the worker should be running: same files, same model."""
+    return load_router(routes_path(), params_path(), Embedder().encode)
+
+
+def assert_explains(routing: dict) -> None:
+    """The explanation is complete and consistent with the routes file."""
+    assert set(routing) == EXPLANATION_FIELDS
+    intents = {i.name: i for i in load_route_table().intents}
+    assert routing["intent"] in intents
+    assert routing["rule"] in ("matched", "fallback", "forced")
+    assert len(routing["top"]) == 3
+    assert all(name in intents and isinstance(score, float) for name, score in routing["top"])
+    scores = [score for _, score in routing["top"]]
+    assert scores == sorted(scores, reverse=True)
+    assert routing["score"] <= scores[0]
+    if routing["rule"] == "matched":
+        assert routing["score"] >= routing["threshold"]
+        assert routing["tier"] == intents[routing["intent"]].tier
+
+
+@pytest.mark.parametrize("prompt", [
+    "hey, how's it going?",
+    "write a short poem about a lighthouse in a storm",
+    "why does my python service leak memory after a few hours under load?",
+])
+def test_job_api_explains_the_decision_the_router_makes(client, local_router, prompt):
+    response = client.post("/v1/jobs", json={"prompt": prompt, "max_tokens": 2})
+    view = wait_for_job(client, response.get_json()["id"])
+    assert view["status"] == "succeeded", view
+    routing = view["routing"]
+    assert_explains(routing)
+    assert view["result"]["routing"] == routing
+    assert view["tier"] == view["result"]["tier"] == routing["tier"]
+
+    expected, _ = local_router.route(prompt)
+    assert (routing["intent"], routing["tier"], routing["rule"]) == (expected.intent, expected.tier, expected.rule)
+    assert routing["threshold"] == expected.threshold
+    assert routing["score"] == pytest.approx(expected.score, abs=2e-3)
+    assert [name for name, _ in routing["top"]] == [name for name, _ in expected.top]
+
+
+def test_synchronous_endpoint_carries_the_explanation(client, local_router):
+    prompt = "what's the capital of portugal?"
+    response = client.post("/generate", json={"prompt": prompt, "max_tokens": 2})
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert_explains(body["routing"])
+    assert body["routing"]["rule"] == "matched"
+    assert body["tier"] == body["routing"]["tier"] == local_router.route(prompt)[0].tier
+    assert body["intent"] == body["routing"]["intent"] and body["score"] == body["routing"]["score"]
+
+
+def test_forced_tier_is_explained_as_forced_with_the_real_scores(client, local_router):
+    prompt = "prove that there are infinitely many primes"
+    response = client.post("/generate", json={"prompt": prompt, "max_tokens": 2, "tier": "small"})
+    assert response.status_code == 200, response.get_json()
+    routing = response.get_json()["routing"]
+    assert_explains(routing)
+    assert (routing["rule"], routing["tier"]) == ("forced", "small")
+    unforced, _ = local_router.route(prompt)
+    assert routing["intent"] == unforced.intent and unforced.tier == "large"
