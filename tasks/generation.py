@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import time
+from typing import Optional
 
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from engines.base import GenerationRequest
 from engines.provider import get_engine
+from tasks.control import GenerationWatch
+from tasks.delivery import job_priority
+from tasks.fallback import after_timeout, generation_task
 from tasks.jobs import job_store
 
 
@@ -15,21 +20,31 @@ def job_messages(job: dict) -> list[dict]:
     return job.get("messages") or [{"role": "user", "content": job["prompt"]}]
 
 
-def run_generation(task: Task, tier: str, job: dict, routing: dict) -> dict:
-    """Generate the answer for `job` on this process's engine for `tier`."""
+def run_generation(task: Task, tier: str, job: dict, routing: dict) -> Optional[dict]:
+    """Generate the answer for `job` on this process's engine for `tier`.
+
+    The job stops within one decode step when it is cancelled; past the tier's soft time limit it
+    moves to the other tier (tasks.fallback) or fails.
+    """
     store = job_store()
     job_id = task.request.id
     started = time.time()
-    store.update(job_id, status="generating", generation_started_at=started)
+    if not store.advance(job_id, status="generating", generation_started_at=started):
+        return None  # cancelled (or already finished by an earlier delivery)
     engine = get_engine(tier)
     request = GenerationRequest(job_messages(job), job["max_tokens"], job["temperature"])
     pieces, tokens, first_token_at, finish_reason = [], 0, None, None
-    for chunk in engine.generate(request):
-        if first_token_at is None:
-            first_token_at = time.time()
-        pieces.append(chunk.text)
-        tokens += chunk.token is not None and chunk.finish_reason != "stop"
-        finish_reason = chunk.finish_reason
+    deadline = started + task.soft_time_limit if task.soft_time_limit else None
+    with GenerationWatch(store.redis, job_id, request.cancel, deadline) as watch:
+        for chunk in engine.generate(request):
+            if first_token_at is None:
+                first_token_at = time.time()
+            pieces.append(chunk.text)
+            tokens += chunk.token is not None and chunk.finish_reason != "stop"
+            watch.tokens = tokens
+            finish_reason = chunk.finish_reason
+    if finish_reason == "cancelled" and watch.reason == "timeout":
+        _fall_back_after_timeout(task, tier, job, routing)
     finished = time.time()
     record = store.get(job_id) or {}
     result = {
@@ -45,8 +60,24 @@ def run_generation(task: Task, tier: str, job: dict, routing: dict) -> dict:
         "finish_reason": finish_reason,
         **_timings(record, started, first_token_at or finished, finished),
     }
-    store.update(job_id, status="succeeded", result=result, finished_at=finished)
+    if "fallback" in routing:
+        result["fallback"] = routing["fallback"]
+    if finish_reason == "cancelled":
+        result["tokens_after_cancel"] = tokens - (watch.tokens_at_cancel or 0)
+        store.update(job_id, result=result)  # what was generated before the cancel
+        store.advance(job_id, status="cancelled", finished_at=finished)
+        return result
+    store.advance(job_id, status="succeeded", result=result, finished_at=finished)
     return result
+
+
+def _fall_back_after_timeout(task: Task, tier: str, job: dict, routing: dict) -> None:
+    """Hand the job to the other tier (same job id), or fail it when it may not fall back."""
+    moved = after_timeout(routing)
+    if moved is None:
+        raise SoftTimeLimitExceeded(f"the {tier} tier did not finish within {task.soft_time_limit:g}s")
+    job_store().advance(task.request.id, status="queued", routing=moved)
+    raise task.replace(generation_task(task.app, moved["tier"]).s(job, moved).set(priority=job_priority(job)))
 
 
 def _timings(record: dict, started: float, first_token_at: float, finished: float) -> dict:

@@ -6,10 +6,13 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from celery.exceptions import TimeoutError as CeleryTimeout
+from flask import current_app
 
 from tasks.app import app as celery_app
+from tasks.delivery import job_priority
 from tasks.jobs import job_store
 from tasks.routing import route
+from webapp.backpressure import ensure_capacity
 
 # Publishing must fail fast when Redis is away: the caller gets a 503, not a hang.
 PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.2}
@@ -19,9 +22,10 @@ def submit_job(job: dict) -> dict:
     """Record the job and queue its routing task; the job id is the Celery task id throughout."""
     job_id = uuid.uuid4().hex
     store = job_store()
+    ensure_capacity(store.redis, job, current_app.config["QUEUE_LIMITS"], current_app.config["QUEUE_RETRY_AFTER_S"])
     record = store.create(job_id, job)
     try:
-        route.apply_async(args=[job], task_id=job_id, retry_policy=PUBLISH_RETRY)
+        route.apply_async(args=[job], task_id=job_id, retry_policy=PUBLISH_RETRY, priority=job_priority(job))
     except Exception:
         store.delete(job_id)
         raise
