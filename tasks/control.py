@@ -10,7 +10,7 @@ from typing import Optional
 
 import redis
 
-from tasks.jobs import job_ttl_s
+from tasks.jobs import JobStore, job_ttl_s
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +36,18 @@ class GenerationWatch:
     """Sets `cancel` (the engine request's event) when the job's cancel flag appears or its deadline passes.
 
     A thread polls the flag, so a job waiting for a batch slot is stopped too, not only one that is
-    producing tokens. `reason` says why it fired ("cancelled" or "timeout"); `tokens_at_cancel` is how
-    many tokens the caller had counted at that moment, to report how far the engine ran on.
+    producing tokens; on the way it records the job's progress (`tokens_so_far`). `reason` says why
+    it fired ("cancelled" or "timeout"); `tokens_at_cancel` is how many tokens the caller had counted
+    at that moment, to report how far the engine ran on.
     """
 
-    def __init__(self, client: redis.Redis, job_id: str, cancel: threading.Event,
+    def __init__(self, store: JobStore, job_id: str, cancel: threading.Event,
                  deadline: Optional[float] = None) -> None:
-        self.client, self.job_id, self.cancel, self.deadline = client, job_id, cancel, deadline
+        self.store, self.job_id, self.cancel, self.deadline = store, job_id, cancel, deadline
         self.reason: Optional[str] = None
         self.tokens = 0  # advanced by the caller as chunks arrive
         self.tokens_at_cancel: Optional[int] = None
+        self._reported = 0
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"watch-{job_id[:8]}", daemon=True)
 
@@ -62,6 +64,7 @@ class GenerationWatch:
         while not self.reason and not self._done.wait(self._next_wait()):
             try:
                 self._check()
+                self._report_progress()
             except redis.RedisError as exc:  # a Redis blip must not end the job; poll again
                 log.warning("cancel poll failed for job %s: %s", self.job_id, type(exc).__name__)
 
@@ -73,8 +76,14 @@ class GenerationWatch:
     def _check(self) -> None:
         if self.deadline is not None and time.time() >= self.deadline:
             self._fire("timeout")
-        elif cancel_requested(self.client, self.job_id):
+        elif cancel_requested(self.store.redis, self.job_id):
             self._fire("cancelled")
+
+    def _report_progress(self) -> None:
+        tokens = self.tokens
+        if tokens != self._reported:
+            self.store.advance(self.job_id, tokens_so_far=tokens)
+            self._reported = tokens
 
     def _fire(self, reason: str) -> None:
         self.reason, self.tokens_at_cancel = reason, self.tokens

@@ -29,13 +29,13 @@ def run_generation(task: Task, tier: str, job: dict, routing: dict) -> Optional[
     store = job_store()
     job_id = task.request.id
     started = time.time()
-    if not store.advance(job_id, status="generating", generation_started_at=started):
+    if not store.advance(job_id, status="generating", generation_started_at=started, tokens_so_far=0):
         return None  # cancelled (or already finished by an earlier delivery)
     engine = get_engine(tier)
     request = GenerationRequest(job_messages(job), job["max_tokens"], job["temperature"])
     pieces, tokens, first_token_at, finish_reason = [], 0, None, None
     deadline = started + task.soft_time_limit if task.soft_time_limit else None
-    with GenerationWatch(store.redis, job_id, request.cancel, deadline) as watch:
+    with GenerationWatch(store, job_id, request.cancel, deadline) as watch:
         for chunk in engine.generate(request):
             if first_token_at is None:
                 first_token_at = time.time()

@@ -42,6 +42,6 @@ def leave(client: redis.Redis, worker: str, queues: set[str]) -> None:
     pipe.execute()
 
 
-def live_workers(client: redis.Redis, queue: str) -> int:
-    """How many workers beat for `queue` recently."""
-    return client.zcount(_key(queue), time.time() - stale_after_s(), "+inf")
+def live_workers(client: redis.Redis, queue: str) -> set[str]:
+    """The workers that beat for `queue` recently."""
+    return {name.decode() for name in client.zrangebyscore(_key(queue), time.time() - stale_after_s(), "+inf")}

@@ -57,7 +57,7 @@ def cancel_job(job_id: str):
         store.advance(job_id, status="cancelled", finished_at=time.time())
         record = store.get(job_id)
     if record["status"] != "cancelled":
-        raise APIError(409, "conflict", f"job {job_id} already {record['status']}", status=record["status"])
+        raise APIError(409, "conflict", f"job {job_id} already {record['status']}", job_status=record["status"])
     return jsonify(job_view(record))
 
 

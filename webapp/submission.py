@@ -53,6 +53,8 @@ def job_view(record: dict) -> dict:
     if "routing" in record:
         view["routing"] = record["routing"]
         view["tier"] = record["routing"]["tier"]
+    if record["status"] == "generating" and "tokens_so_far" in record:
+        view["tokens_so_far"] = int(record["tokens_so_far"])
     if "finished_at" in record:
         view["finished_at"] = iso(record["finished_at"])
     for field in ("result", "error"):
