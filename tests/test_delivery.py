@@ -15,8 +15,9 @@ from conftest import ROOT, start_worker
 from helpers import free_port
 from tasks.app import app as celery_app
 from tasks.jobs import FINAL_STATUSES, job_store
-from workerctl import (PYTHONPATH_WITH_TESTS, SHORT_REDELIVERY_ENV, job_record, log_lines, paused, redis_server,
-                       started_worker, stop_warm, submit, wait_ready, wait_until)
+from workerctl import (PYTHONPATH_WITH_TESTS, SHORT_REDELIVERY_ENV, job_record, log_lines, paused, queued_messages,
+                       redis_server, started_worker, stop_warm, submit, wait_ready, wait_until,
+                       wait_until_nothing_in_flight)
 
 JOBS = 6
 
@@ -53,17 +54,22 @@ def _report(what: str, views: dict[str, dict], log_dir, workers: list[str]) -> t
 def test_jobs_of_a_killed_worker_are_redelivered(client, artifacts_dir):
     log_dir = artifacts_dir / "logs"
     with paused("small", "small-queue"):  # the session's small worker would take the redelivered jobs late
-        victim = started_worker("victim", log_dir, "small-queue", SHORT_REDELIVERY_ENV)
         job_ids = _submit_small_jobs(client, JOBS)
+        wait_until(lambda: queued_messages("small-queue") == JOBS, 300, "the jobs to be routed")
+        wait_until_nothing_in_flight()
+        victim = started_worker("victim", log_dir, "small-queue", SHORT_REDELIVERY_ENV)
         wait_until(lambda: any(job_record(j).get("tokens_so_far", 0) for j in job_ids), 300,
                    "the victim to be in the middle of jobs")
         os.killpg(victim.pid, signal.SIGKILL)  # threads pool: the worker is the generation process
         victim.wait()
+        killed_at = time.time()
         # What supervisord does: a new worker comes up, and Redis hands it the dead one's jobs
         # once their visibility timeout has passed.
         rescuer = started_worker("rescuer", log_dir, "small-queue", SHORT_REDELIVERY_ENV)
         try:
-            views = _final_views(client, job_ids, timeout=600)
+            views = _final_views(client, job_ids, timeout=900)
+            print(f"\nall jobs ended {time.time() - killed_at:.0f}s after the kill "
+                  f"(visibility timeout {SHORT_REDELIVERY_ENV['VISIBILITY_TIMEOUT_S']}s)")
         finally:
             stop_warm(rescuer)
     lost, ran_twice, completed_twice = _report("kill -9 mid-jobs", views, log_dir, ["victim", "rescuer"])
@@ -93,6 +99,7 @@ def test_a_job_that_kills_its_worker_fails_after_bounded_deliveries(client, arti
            "PYTHONPATH": PYTHONPATH_WITH_TESTS}
     job_id = uuid.uuid4().hex
     job_store().create(job_id, {"prompt": "poison"})
+    wait_until_nothing_in_flight()
     celery_app.send_task("tests.poison.kill_worker", task_id=job_id, queue="poison-test")
 
     kills = 0

@@ -15,14 +15,16 @@ from conftest import ROOT, start_worker
 
 HOST = socket.gethostname()
 
-# For workers a test kills: Redis hands their unacknowledged jobs to another worker after 60 s
-# (the session's workers keep the default); the time limits must stay below that.
+# For workers a test kills: Redis hands their unacknowledged jobs to another worker after 150 s
+# (the session's workers keep the default); the time limits must stay below that, with room for a
+# loaded 2-core machine. Any worker sweeps every worker's unacknowledged messages, so start such
+# workers only while nothing else is in flight (wait_until_nothing_in_flight).
 SHORT_REDELIVERY_ENV = {
-    "VISIBILITY_TIMEOUT_S": "60",
+    "VISIBILITY_TIMEOUT_S": "150",
     "UNACKED_RESTORE_INTERVAL_S": "1",
-    "ROUTING_TIME_LIMIT_S": "50",
-    "SMALL_TIME_LIMIT_S": "50",
-    "LARGE_TIME_LIMIT_S": "50",
+    "ROUTING_TIME_LIMIT_S": "120",
+    "SMALL_TIME_LIMIT_S": "120",
+    "LARGE_TIME_LIMIT_S": "120",
 }
 
 
@@ -79,6 +81,13 @@ def stop_warm(proc: subprocess.Popen, timeout: float = 300) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def wait_until_nothing_in_flight(timeout: float = 300) -> None:
+    """Wait until no worker holds an unacknowledged message (kombu's `unacked` hash is empty)."""
+    from tasks.jobs import job_store
+
+    wait_until(lambda: job_store().redis.hlen("unacked") == 0, timeout, "workers to finish what they hold")
 
 
 def job_record(job_id: str) -> dict:

@@ -62,6 +62,10 @@ class JobRequestSchema(Schema):
     def prompt_is_usable(self, value: str, **_) -> None:
         if not value.strip():
             raise ValidationError("Prompt must not be empty.")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # JSON can carry lone surrogates, which are no text
+            raise ValidationError("Prompt must be valid Unicode text.") from None
         if len(value) > prompt_max_chars():
             raise ValidationError(f"Prompt is longer than {prompt_max_chars()} characters.")
         if prompt_tokens(value) > prompt_max_tokens():

@@ -1,16 +1,15 @@
 """Submitting jobs to the routing queue and waiting for them; shared by every endpoint."""
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime, timezone
 from typing import Optional
 
-from celery.exceptions import TimeoutError as CeleryTimeout
 from flask import current_app
 
-from tasks.app import app as celery_app
 from tasks.delivery import job_priority
-from tasks.jobs import job_store
+from tasks.jobs import FINAL_STATUSES, job_store
 from tasks.routing import route
 from webapp.backpressure import ensure_capacity
 
@@ -32,15 +31,21 @@ def submit_job(job: dict) -> dict:
     return record
 
 
-def wait_for_job(job_id: str, timeout_s: float) -> Optional[dict]:
-    """Block until the job ends or the timeout passes; return its record, or None on timeout."""
-    result = celery_app.AsyncResult(job_id)
-    try:
-        result.get(timeout=timeout_s, propagate=False, interval=0.05)
-    except CeleryTimeout:
-        result.backend.remove_pending_result(result)  # stop listening for a result nobody waits for
-        return None
-    return job_store().get(job_id)
+def wait_for_job(job_id: str, timeout_s: float, poll_s: float = 0.05) -> Optional[dict]:
+    """Block until the job ends or the timeout passes; return its record, or None on timeout.
+
+    Polling the job record (not Celery's result pub/sub) makes a Redis that dies or hangs
+    mid-wait an error within one Redis timeout, so the caller gets its 503 at once.
+    """
+    store = job_store()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        record = store.get(job_id)
+        if record is None or record["status"] in FINAL_STATUSES:
+            return record
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
 
 
 def iso(timestamp: float) -> str:

@@ -1,0 +1,84 @@
+"""Hostile input: schemathesis fuzzes the API from its own OpenAPI document.
+
+Every response must be free of server errors, match the document, and carry every error in the
+JSON error shape. Two runs: all operations with a routing queue limit of 0 (so valid jobs are
+refused with 429 and nothing runs), then submissions that really queue (each job cancelled at once).
+"""
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import (content_type_conformance, negative_data_rejection, not_a_server_error,
+                                 response_schema_conformance, status_code_conformance)
+
+EXAMPLES = 60  # per operation and run; keeps the whole file around a minute on 2 cores
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
+          negative_data_rejection]
+
+
+@schemathesis.check
+def json_error_shape(ctx, response, case) -> None:
+    """Every 4xx/5xx body is `{"error": {"code": str, "message": str, ...}}`."""
+    if response.status_code < 400:
+        return None
+    body = response.json()
+    error = body.get("error") if isinstance(body, dict) else None
+    if not (isinstance(error, dict) and isinstance(error.get("code"), str) and isinstance(error.get("message"), str)
+            and error["message"]):
+        raise AssertionError(f"{response.status_code} without the JSON error shape: {body!r}")
+    return None
+
+
+def _schema(monkeypatch, queue_limits: dict):
+    from webapp import create_app
+
+    # Short prompts and answers: a job that a worker picks up before its cancel arrives stays cheap.
+    monkeypatch.setenv("PROMPT_MAX_CHARS", "300")
+    monkeypatch.setenv("MAX_TOKENS_LIMIT", "2")
+    app = create_app({"TESTING": True, "QUEUE_LIMITS": queue_limits})
+    return schemathesis.openapi.from_wsgi("/openapi.json", app)
+
+
+@pytest.fixture()
+def nothing_queued_schema(monkeypatch):
+    return _schema(monkeypatch, {"routing": 0})
+
+
+@pytest.fixture()
+def queueing_schema(monkeypatch):
+    return _schema(monkeypatch, {})
+
+
+every_operation = schemathesis.pytest.from_fixture("nothing_queued_schema")
+submissions = schemathesis.pytest.from_fixture("queueing_schema").include(path="/v1/jobs", method="POST")
+FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
+                         database=None)
+
+
+@every_operation.parametrize()
+@FUZZ_SETTINGS
+def test_fuzzed_requests_never_break_the_api(case):
+    case.call_and_validate(checks=CHECKS, additional_checks=[json_error_shape])
+
+
+@submissions.parametrize()
+@FUZZ_SETTINGS
+def test_fuzzed_submissions_that_queue_never_break_the_api(case):
+    response = case.call_and_validate(checks=CHECKS, additional_checks=[json_error_shape])
+    if response.status_code == 202:
+        cancelled = case.operation.schema.app.test_client().delete(f"/v1/jobs/{response.json()['id']}")
+        assert cancelled.status_code == 200
+
+
+def test_openapi_document_follows_the_schemas_and_limits(client, monkeypatch):
+    monkeypatch.setenv("MAX_TOKENS_LIMIT", "64")
+    document = client.get("/openapi.json").get_json()
+    assert document["openapi"].startswith("3.")
+    assert {"/v1/jobs", "/v1/jobs/{job_id}", "/generate", "/health"} <= set(document["paths"])
+    assert set(document["paths"]["/v1/jobs/{job_id}"]) >= {"get", "delete"}
+    request = document["components"]["schemas"]["JobRequest"]
+    assert set(request["properties"]) == {"prompt", "max_tokens", "temperature", "tier", "priority"}
+    assert request["required"] == ["prompt"] and request["additionalProperties"] is False
+    assert request["properties"]["priority"]["minimum"] == 0 and request["properties"]["priority"]["maximum"] == 9
+    assert request["properties"]["max_tokens"]["maximum"] == 64
