@@ -6,13 +6,17 @@ refused with 429 and nothing runs), then submissions that really queue (each job
 """
 from __future__ import annotations
 
+import os
+from collections import Counter
+from unittest import mock
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import (content_type_conformance, negative_data_rejection, not_a_server_error,
                                  response_schema_conformance, status_code_conformance)
 
-EXAMPLES = 60  # per operation and run; keeps the whole file around a minute on 2 cores
+EXAMPLES = 100  # per operation and run; the file takes about a minute on 2 cores
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           negative_data_rejection]
 
@@ -30,28 +34,37 @@ def json_error_shape(ctx, response, case) -> None:
     return None
 
 
-def _schema(monkeypatch, queue_limits: dict):
+# Short prompts and answers: a job that a worker picks up before its cancel arrives stays cheap.
+FUZZ_LIMITS = {"PROMPT_MAX_CHARS": "300", "MAX_TOKENS_LIMIT": "2"}
+
+
+def _schema(queue_limits: dict):
+    """The app's OpenAPI document, loaded (under the fuzz limits) when the tests are collected."""
     from webapp import create_app
 
-    # Short prompts and answers: a job that a worker picks up before its cancel arrives stays cheap.
-    monkeypatch.setenv("PROMPT_MAX_CHARS", "300")
-    monkeypatch.setenv("MAX_TOKENS_LIMIT", "2")
-    app = create_app({"TESTING": True, "QUEUE_LIMITS": queue_limits})
-    return schemathesis.openapi.from_wsgi("/openapi.json", app)
+    with mock.patch.dict(os.environ, FUZZ_LIMITS):
+        app = create_app({"TESTING": True, "QUEUE_LIMITS": queue_limits})
+        return schemathesis.openapi.from_wsgi("/openapi.json", app)
 
 
-@pytest.fixture()
-def nothing_queued_schema(monkeypatch):
-    return _schema(monkeypatch, {"routing": 0})
+STATUSES: Counter = Counter()  # responses seen, by status
 
 
-@pytest.fixture()
-def queueing_schema(monkeypatch):
-    return _schema(monkeypatch, {})
+@pytest.fixture(scope="module", autouse=True)
+def report_statuses():
+    yield
+    print(f"\nfuzzing: {sum(STATUSES.values())} requests, by status {dict(sorted(STATUSES.items()))}")
 
 
-every_operation = schemathesis.pytest.from_fixture("nothing_queued_schema")
-submissions = schemathesis.pytest.from_fixture("queueing_schema").include(path="/v1/jobs", method="POST")
+@pytest.fixture(autouse=True)
+def fuzz_limits(monkeypatch):
+    """The same limits while the requests run (the app reads them on each request)."""
+    for name, value in FUZZ_LIMITS.items():
+        monkeypatch.setenv(name, value)
+
+
+every_operation = _schema({"routing": 0})
+submissions = _schema({}).include(path="/v1/jobs", method="POST")
 FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
                          database=None)
 
@@ -59,20 +72,22 @@ FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_c
 @every_operation.parametrize()
 @FUZZ_SETTINGS
 def test_fuzzed_requests_never_break_the_api(case):
-    case.call_and_validate(checks=CHECKS, additional_checks=[json_error_shape])
+    response = case.call_and_validate(checks=CHECKS, additional_checks=[json_error_shape])
+    STATUSES[response.status_code] += 1
 
 
 @submissions.parametrize()
 @FUZZ_SETTINGS
 def test_fuzzed_submissions_that_queue_never_break_the_api(case):
     response = case.call_and_validate(checks=CHECKS, additional_checks=[json_error_shape])
+    STATUSES[response.status_code] += 1
     if response.status_code == 202:
         cancelled = case.operation.schema.app.test_client().delete(f"/v1/jobs/{response.json()['id']}")
         assert cancelled.status_code == 200
 
 
 def test_openapi_document_follows_the_schemas_and_limits(client, monkeypatch):
-    monkeypatch.setenv("MAX_TOKENS_LIMIT", "64")
+    monkeypatch.setenv("MAX_TOKENS_LIMIT", "64")  # overrides the fuzz limits
     document = client.get("/openapi.json").get_json()
     assert document["openapi"].startswith("3.")
     assert {"/v1/jobs", "/v1/jobs/{job_id}", "/generate", "/health"} <= set(document["paths"])
