@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import time
+from typing import Optional
 
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from engines.base import GenerationRequest
 from engines.provider import get_engine
+from tasks.control import GenerationWatch
+from tasks.delivery import job_priority
+from tasks.fallback import after_timeout, generation_task
 from tasks.jobs import job_store
 from tasks.streaming import publish
 
@@ -16,26 +21,36 @@ def job_messages(job: dict) -> list[dict]:
     return job.get("messages") or [{"role": "user", "content": job["prompt"]}]
 
 
-def run_generation(task: Task, tier: str, job: dict, routing: dict) -> dict:
-    """Generate the answer for `job` on this process's engine for `tier`."""
+def run_generation(task: Task, tier: str, job: dict, routing: dict) -> Optional[dict]:
+    """Generate the answer for `job` on this process's engine for `tier`.
+
+    The job stops within one decode step when it is cancelled; past the tier's soft time limit it
+    moves to the other tier (tasks.fallback) or fails.
+    """
     store = job_store()
     job_id = task.request.id
     started = time.time()
-    store.update(job_id, status="generating", generation_started_at=started)
+    if not store.advance(job_id, status="generating", generation_started_at=started, tokens_so_far=0):
+        return None  # cancelled (or already finished by an earlier delivery)
     engine = get_engine(tier)
     request = GenerationRequest(job_messages(job), job["max_tokens"], job["temperature"])
     # A redelivered task starts over: readers drop the text they had before a `start`.
     publish(job_id, "start", {"tier": tier, "model": engine.model_id, "routing": routing})
     pieces, tokens, first_token_at, finish_reason, prompt_tokens = [], 0, None, None, 0
-    for chunk in engine.generate(request):
-        if first_token_at is None:
-            first_token_at = time.time()
-        if chunk.text:
-            publish(job_id, "token", {"text": chunk.text})
-        pieces.append(chunk.text)
-        tokens += chunk.token is not None and chunk.finish_reason != "stop"
-        finish_reason = chunk.finish_reason
-        prompt_tokens = chunk.prompt_tokens
+    deadline = started + task.soft_time_limit if task.soft_time_limit else None
+    with GenerationWatch(store, job_id, request.cancel, deadline) as watch:
+        for chunk in engine.generate(request):
+            if first_token_at is None:
+                first_token_at = time.time()
+            if chunk.text:
+                publish(job_id, "token", {"text": chunk.text})
+            pieces.append(chunk.text)
+            tokens += chunk.token is not None and chunk.finish_reason != "stop"
+            watch.tokens = tokens
+            finish_reason = chunk.finish_reason
+            prompt_tokens = chunk.prompt_tokens
+    if finish_reason == "cancelled" and watch.reason == "timeout":
+        _fall_back_after_timeout(task, tier, job, routing)
     finished = time.time()
     record = store.get(job_id) or {}
     result = {
@@ -52,10 +67,26 @@ def run_generation(task: Task, tier: str, job: dict, routing: dict) -> dict:
         "finish_reason": finish_reason,
         **_timings(record, started, first_token_at or finished, finished),
     }
+    if "fallback" in routing:
+        result["fallback"] = routing["fallback"]
+    if finish_reason == "cancelled":
+        result["tokens_after_cancel"] = tokens - (watch.tokens_at_cancel or 0)
+        store.update(job_id, result=result)  # what was generated before the cancel
+        store.advance(job_id, status="cancelled", finished_at=finished)
+        return result
     # The stream's final event goes first: a reader that sees the job finished finds it there.
     publish(job_id, "final", {"id": job_id, "status": "succeeded", **result})
-    store.update(job_id, status="succeeded", result=result, finished_at=finished)
+    store.advance(job_id, status="succeeded", result=result, finished_at=finished)
     return result
+
+
+def _fall_back_after_timeout(task: Task, tier: str, job: dict, routing: dict) -> None:
+    """Hand the job to the other tier (same job id), or fail it when it may not fall back."""
+    moved = after_timeout(routing)
+    if moved is None:
+        raise SoftTimeLimitExceeded(f"the {tier} tier did not finish within {task.soft_time_limit:g}s")
+    job_store().advance(task.request.id, status="queued", routing=moved)
+    raise task.replace(generation_task(task.app, moved["tier"]).s(job, moved).set(priority=job_priority(job)))
 
 
 def _timings(record: dict, started: float, first_token_at: float, finished: float) -> dict:

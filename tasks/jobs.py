@@ -10,6 +10,17 @@ import redis
 
 JSON_FIELDS = ("request", "routing", "result", "error")
 STATUSES = ("queued", "routing", "generating", "succeeded", "failed", "cancelled")
+FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
+# Apply the fields only while the job exists and has not ended: a cancelled job stays cancelled
+# even when its worker finishes or fails a moment later.
+_ADVANCE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
 
 
 def job_ttl_s() -> int:
@@ -32,11 +43,27 @@ class JobStore:
         return record
 
     def update(self, job_id: str, **fields: Any) -> None:
-        encoded = {k: json.dumps(v) if k in JSON_FIELDS else v for k, v in fields.items() if v is not None}
         pipe = self.redis.pipeline()
-        pipe.hset(_key(job_id), mapping=encoded)
+        pipe.hset(_key(job_id), mapping=_encode(fields))
         pipe.expire(_key(job_id), job_ttl_s())
         pipe.execute()
+
+    def advance(self, job_id: str, **fields: Any) -> bool:
+        """Update a job that has not ended yet; False (and nothing written) once it has."""
+        flat = [part for item in _encode(fields).items() for part in item]
+        return bool(self.redis.eval(_ADVANCE, 1, _key(job_id), job_ttl_s(), *flat))
+
+    def count_delivery(self, job_id: str, stage: str) -> int:
+        """Count one more delivery of the job to `stage` (a task name) and return the total so far."""
+        pipe = self.redis.pipeline()
+        pipe.hincrby(f"{_key(job_id)}:deliveries", stage, 1)
+        pipe.expire(f"{_key(job_id)}:deliveries", job_ttl_s())
+        return pipe.execute()[0]
+
+    def deliveries(self, job_id: str) -> dict[str, int]:
+        """How often the job was delivered to each stage."""
+        raw = self.redis.hgetall(f"{_key(job_id)}:deliveries")
+        return {k.decode(): int(v) for k, v in raw.items()}
 
     def get(self, job_id: str) -> Optional[dict]:
         raw = self.redis.hgetall(_key(job_id))
@@ -54,14 +81,20 @@ class JobStore:
         self.redis.delete(_key(job_id))
 
 
+def _encode(fields: dict) -> dict:
+    return {k: json.dumps(v) if k in JSON_FIELDS else v for k, v in fields.items() if v is not None}
+
+
 _store: Optional[JobStore] = None
 
 
 def job_store() -> JobStore:
-    """The process-wide store, on the broker's Redis."""
+    """The process-wide store, on the broker's Redis (timeouts as configured for this process)."""
     global _store
     if _store is None:
-        from celeryconfig import broker_url
+        from tasks.app import app
 
-        _store = JobStore(redis.Redis.from_url(broker_url, socket_timeout=5, socket_connect_timeout=2))
+        conf = app.conf
+        _store = JobStore(redis.Redis.from_url(conf.broker_url, socket_timeout=conf.redis_socket_timeout,
+                                               socket_connect_timeout=conf.redis_socket_connect_timeout))
     return _store

@@ -9,6 +9,8 @@ from celery import shared_task
 from routing.embedder import Embedder
 from routing.live import LiveRouter
 from routing.router import Router
+from tasks.delivery import JobTask, job_priority
+from tasks.fallback import generation_task, with_live_tier
 from tasks.jobs import job_store
 
 _live: LiveRouter | None = None
@@ -28,15 +30,16 @@ def get_router() -> Router:
     return _live.get()
 
 
-@shared_task(bind=True, name="tasks.routing.route")
+@shared_task(bind=True, base=JobTask, name="tasks.routing.route")
 def route(self, job: dict) -> None:
     """Decide the tier and replace this task by the tier's generation task (same job id)."""
-    from tasks import large, small
-
     store = job_store()
-    store.update(self.request.id, status="routing", routing_started_at=time.time())
+    if not store.advance(self.request.id, status="routing", routing_started_at=time.time()):
+        return  # cancelled meanwhile
     forced = job["tier"] if job.get("tier") in ("small", "large") else None
     decision, _ = get_router().route(job["prompt"], forced_tier=forced)
-    store.update(self.request.id, status="queued", routing=decision.as_dict(), routed_at=time.time())
-    target = small.generate if decision.tier == "small" else large.generate
-    raise self.replace(target.s(job, decision.as_dict()))
+    routing = with_live_tier(store.redis, decision.as_dict())
+    if not store.advance(self.request.id, status="queued", routing=routing, routed_at=time.time()):
+        return
+    target = generation_task(self.app, routing["tier"])
+    raise self.replace(target.s(job, routing).set(priority=job_priority(job)))

@@ -31,12 +31,16 @@ def _flush_test_db() -> None:
     redis.Redis.from_url(TEST_REDIS_URL).flushdb()
 
 
-def start_worker(name: str, log_dir: Path, extra_env: dict | None = None) -> subprocess.Popen:
-    """A real `celery worker` process consuming one queue, logging to log_dir/<name>.log."""
+def start_worker(name: str, log_dir: Path, extra_env: dict | None = None,
+                 args: list[str] | None = None) -> subprocess.Popen:
+    """A real `celery worker` process consuming one queue, logging to log_dir/<name>.log.
+
+    `args` replace WORKERS[name] (queue and concurrency) for workers a test starts on its own.
+    """
     env = {**os.environ, "ENGINE_MAX_BATCH": "4", **(extra_env or {})}
     log = open(log_dir / f"{name}.log", "ab")
     cmd = [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-n", f"{name}-test@%h",
-           "--pool", "threads", "--loglevel", "INFO", "--without-mingle", "--without-gossip", *WORKERS[name]]
+           "--pool", "threads", "--loglevel", "INFO", "--without-mingle", "--without-gossip", *(args or WORKERS[name])]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 

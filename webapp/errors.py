@@ -16,6 +16,7 @@ HTTP_CODES = {
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
+    409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
     429: "rate_limited",
@@ -25,19 +26,27 @@ HTTP_CODES = {
 class APIError(Exception):
     """An error the API reports to the caller as is."""
 
-    def __init__(self, status: int, code: str, message: str, **extra) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None, **extra) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.extra = status, code, message, extra
+        self.headers = headers or {}
 
 
 def error_response(status: int, code: str, message: str, **extra):
     return jsonify({"error": {"code": code, "message": message, **extra}}), status
 
 
+def _passed_on_headers(err: HTTPException) -> dict:
+    """Headers an HTTP error carries for the client (Allow on a 405, Retry-After, WWW-Authenticate)."""
+    headers = err.get_headers() if err.response is None else err.response.headers
+    return {k: v for k, v in headers if k.lower() not in ("content-type", "content-length")}
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(APIError)
     def api_error(err: APIError):
-        return error_response(err.status, err.code, err.message, **err.extra)
+        body, status = error_response(err.status, err.code, err.message, **err.extra)
+        return body, status, err.headers
 
     @app.errorhandler(ValidationError)
     def validation_error(err: ValidationError):
@@ -45,7 +54,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException):
-        return error_response(err.code or 500, HTTP_CODES.get(err.code, "http_error"), err.description or err.name)
+        body, status = error_response(err.code or 500, HTTP_CODES.get(err.code, "http_error"),
+                                      err.description or err.name)
+        return body, status, _passed_on_headers(err)
 
     # One place maps a broker/Redis outage to 503, whatever endpoint hit it.
     @app.errorhandler(redis.exceptions.ConnectionError)

@@ -25,7 +25,8 @@ def health():
     try:
         job_store().redis.ping()
     except Exception:
-        return jsonify({"status": "unavailable", "redis": False, "workers": {}}), 503
+        error = {"code": "service_unavailable", "message": "the queue backend (Redis) is unreachable"}
+        return jsonify({"status": "unavailable", "redis": False, "workers": {}, "error": error}), 503
     workers = workers_per_queue()
     status = "ok" if all(workers[q] for q in QUEUES) else "degraded"
     return jsonify({"status": status, "redis": True, "workers": workers})

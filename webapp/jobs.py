@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import re
+import time
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 from marshmallow import Schema
 
-from tasks.jobs import job_store
+from tasks.control import request_cancel
+from tasks.jobs import FINAL_STATUSES, job_store
 from webapp.errors import APIError
 from webapp.schemas import JobRequestSchema
 from webapp.submission import job_view, submit_job, wait_for_job
@@ -46,11 +48,29 @@ def create_job():
     return response
 
 
-@bp.get("/v1/jobs/<job_id>")
-def get_job(job_id: str):
+def _existing_job(job_id: str) -> dict:
     record = job_store().get(job_id) if JOB_ID.match(job_id) else None
     if record is None:
         raise APIError(404, "not_found", f"no job {job_id}")
+    return record
+
+
+@bp.get("/v1/jobs/<job_id>")
+def get_job(job_id: str):
+    return jsonify(job_view(_existing_job(job_id)))
+
+
+@bp.delete("/v1/jobs/<job_id>")
+def cancel_job(job_id: str):
+    """Cancel a job: a queued one never runs, a running one stops within one decode step."""
+    record = _existing_job(job_id)
+    store = job_store()
+    if record["status"] not in FINAL_STATUSES:
+        request_cancel(store.redis, job_id)
+        store.advance(job_id, status="cancelled", finished_at=time.time())
+        record = store.get(job_id)
+    if record["status"] != "cancelled":
+        raise APIError(409, "conflict", f"job {job_id} already {record['status']}", job_status=record["status"])
     return jsonify(job_view(record))
 
 

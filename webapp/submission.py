@@ -1,16 +1,18 @@
 """Submitting jobs to the routing queue and waiting for them; shared by every endpoint."""
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime, timezone
 from typing import Optional
 
-from celery.exceptions import TimeoutError as CeleryTimeout
+from flask import current_app
 
-from tasks.app import app as celery_app
-from tasks.jobs import job_store
+from tasks.delivery import job_priority
+from tasks.jobs import FINAL_STATUSES, job_store
 from tasks.recent_jobs import remember_job
 from tasks.routing import route
+from webapp.backpressure import ensure_capacity
 
 # Publishing must fail fast when Redis is away: the caller gets a 503, not a hang.
 PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.2}
@@ -20,25 +22,32 @@ def submit_job(job: dict) -> dict:
     """Record the job and queue its routing task; the job id is the Celery task id throughout."""
     job_id = uuid.uuid4().hex
     store = job_store()
+    ensure_capacity(store.redis, job, current_app.config["QUEUE_LIMITS"], current_app.config["QUEUE_RETRY_AFTER_S"])
     record = store.create(job_id, job)
     remember_job(job_id)
     try:
-        route.apply_async(args=[job], task_id=job_id, retry_policy=PUBLISH_RETRY)
+        route.apply_async(args=[job], task_id=job_id, retry_policy=PUBLISH_RETRY, priority=job_priority(job))
     except Exception:
         store.delete(job_id)
         raise
     return record
 
 
-def wait_for_job(job_id: str, timeout_s: float) -> Optional[dict]:
-    """Block until the job ends or the timeout passes; return its record, or None on timeout."""
-    result = celery_app.AsyncResult(job_id)
-    try:
-        result.get(timeout=timeout_s, propagate=False, interval=0.05)
-    except CeleryTimeout:
-        result.backend.remove_pending_result(result)  # stop listening for a result nobody waits for
-        return None
-    return job_store().get(job_id)
+def wait_for_job(job_id: str, timeout_s: float, poll_s: float = 0.05) -> Optional[dict]:
+    """Block until the job ends or the timeout passes; return its record, or None on timeout.
+
+    Polling the job record (not Celery's result pub/sub) makes a Redis that dies or hangs
+    mid-wait an error within one Redis timeout, so the caller gets its 503 at once.
+    """
+    store = job_store()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        record = store.get(job_id)
+        if record is None or record["status"] in FINAL_STATUSES:
+            return record
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
 
 
 def iso(timestamp: float) -> str:
@@ -51,6 +60,8 @@ def job_view(record: dict) -> dict:
     if "routing" in record:
         view["routing"] = record["routing"]
         view["tier"] = record["routing"]["tier"]
+    if record["status"] == "generating" and "tokens_so_far" in record:
+        view["tokens_so_far"] = int(record["tokens_so_far"])
     if "finished_at" in record:
         view["finished_at"] = iso(record["finished_at"])
     for field in ("result", "error"):

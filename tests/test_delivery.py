@@ -1,0 +1,191 @@
+"""Nothing accepted is lost: killed and restarted workers, a job that kills its worker every time,
+supervisord bringing a dead worker back, and the configuration guards behind it."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from conftest import ROOT, start_worker
+from helpers import free_port
+from tasks.app import app as celery_app
+from tasks.jobs import FINAL_STATUSES, job_store
+from workerctl import (PYTHONPATH_WITH_TESTS, SHORT_REDELIVERY_ENV, job_record, log_lines, paused, queued_messages,
+                       redis_server, started_worker, stop_warm, submit, wait_ready, wait_until,
+                       wait_until_nothing_in_flight)
+
+JOBS = 6
+
+
+def _submit_small_jobs(client, count: int) -> list[str]:
+    return [submit(client, prompt=f"Give me {n + 1} reasons to smile.", tier="small", max_tokens=4)
+            for n in range(count)]
+
+
+def _final_views(client, job_ids: list[str], timeout: float) -> dict[str, dict]:
+    """Each job's view once all have ended, or as they are when the timeout passes."""
+    deadline = time.time() + timeout
+    views = {}
+    while time.time() < deadline:
+        views = {job_id: client.get(f"/v1/jobs/{job_id}").get_json() for job_id in job_ids}
+        if all(view["status"] in FINAL_STATUSES for view in views.values()):
+            break
+        time.sleep(0.5)
+    return views
+
+
+def _report(what: str, views: dict[str, dict], log_dir, workers: list[str]) -> tuple[list, list, list]:
+    """Print and return the lost jobs, those delivered to generation twice, and those completed twice."""
+    lost = [job_id for job_id, view in views.items() if view["status"] != "succeeded"]
+    ran_twice = [job_id for job_id in views if job_store().deliveries(job_id).get("tasks.small.generate", 0) > 1]
+    completed_twice = [job_id for job_id in views
+                       if len(log_lines(log_dir, workers, f"tasks.small.generate[{job_id}] succeeded")) > 1]
+    print(f"\n{what}: {len(lost)} of {len(views)} jobs lost, {len(ran_twice)} ran twice (redelivered), "
+          f"{len(completed_twice)} completed twice")
+    return lost, ran_twice, completed_twice
+
+
+@pytest.mark.usefixtures("workers")
+def test_jobs_of_a_killed_worker_are_redelivered(client, artifacts_dir):
+    log_dir = artifacts_dir / "logs"
+    with paused("small", "small-queue"):  # the session's small worker would take the redelivered jobs late
+        job_ids = _submit_small_jobs(client, JOBS)
+        wait_until(lambda: queued_messages("small-queue") == JOBS, 300, "the jobs to be routed")
+        wait_until_nothing_in_flight()
+        victim = started_worker("victim", log_dir, "small-queue", SHORT_REDELIVERY_ENV)
+        wait_until(lambda: any(job_record(j).get("tokens_so_far", 0) for j in job_ids), 300,
+                   "the victim to be in the middle of jobs")
+        os.killpg(victim.pid, signal.SIGKILL)  # threads pool: the worker is the generation process
+        victim.wait()
+        killed_at = time.time()
+        # What supervisord does: a new worker comes up, and Redis hands it the dead one's jobs
+        # once their visibility timeout has passed.
+        rescuer = started_worker("rescuer", log_dir, "small-queue", SHORT_REDELIVERY_ENV)
+        try:
+            views = _final_views(client, job_ids, timeout=900)
+            print(f"\nall jobs ended {time.time() - killed_at:.0f}s after the kill "
+                  f"(visibility timeout {SHORT_REDELIVERY_ENV['VISIBILITY_TIMEOUT_S']}s)")
+        finally:
+            stop_warm(rescuer)
+    lost, ran_twice, completed_twice = _report("kill -9 mid-jobs", views, log_dir, ["victim", "rescuer"])
+    assert not lost, {job_id: views[job_id] for job_id in lost}
+    assert ran_twice, "no job was running when the worker died; the test proved nothing"
+    assert not completed_twice
+
+
+def test_jobs_survive_a_worker_restart(client, workers, artifacts_dir):
+    log_dir = artifacts_dir / "logs"
+    job_ids = _submit_small_jobs(client, JOBS)
+    wait_until(lambda: any(job_record(j).get("tokens_so_far", 0) for j in job_ids), 300,
+               "the small worker to be in the middle of jobs")
+    stop_warm(workers["small"])  # warm shutdown: running jobs finish, reserved ones go back to the queue
+    workers["small"] = start_worker("small", log_dir)
+    wait_ready("small")
+    views = _final_views(client, job_ids, timeout=600)
+    lost, ran_twice, completed_twice = _report("worker restart mid-jobs", views, log_dir, ["small"])
+    assert not lost, {job_id: views[job_id] for job_id in lost}
+    assert not ran_twice and not completed_twice
+
+
+def test_a_job_that_kills_its_worker_fails_after_bounded_deliveries(client, artifacts_dir):
+    cap = 2
+    env = {**SHORT_REDELIVERY_ENV, "VISIBILITY_TIMEOUT_S": "8", "ROUTING_TIME_LIMIT_S": "5",
+           "SMALL_TIME_LIMIT_S": "5", "LARGE_TIME_LIMIT_S": "5", "MAX_DELIVERIES": str(cap),
+           "PYTHONPATH": PYTHONPATH_WITH_TESTS}
+    job_id = uuid.uuid4().hex
+    job_store().create(job_id, {"prompt": "poison"})
+    wait_until_nothing_in_flight()
+    celery_app.send_task("tests.poison.kill_worker", task_id=job_id, queue="poison-test")
+
+    kills = 0
+    for _ in range(cap + 2):  # what supervisord would do: start the worker again after each death
+        proc = start_worker("poison", artifacts_dir / "logs", env,
+                            ["-Q", "poison-test", "--concurrency", "1", "-I", "poison_tasks"])
+        wait_until(lambda: proc.poll() is not None or job_record(job_id)["status"] == "failed", 180,
+                   "the poison job to kill its worker or to fail")
+        if proc.poll() is None:
+            stop_warm(proc)
+            break
+        kills += proc.returncode == -signal.SIGKILL
+    record = job_record(job_id)
+    print(f"\npoison pill: killed its worker {kills} times, then ended {record['status']}")
+    assert record["status"] == "failed"
+    assert record["error"]["type"] == "DeliveryLimitExceeded"
+    assert kills == cap
+    assert job_store().deliveries(job_id) == {"tests.poison.kill_worker": cap + 1}
+    assert client.get(f"/v1/jobs/{job_id}").get_json()["status"] == "failed"
+
+
+def _supervisorctl(env: dict, *args: str) -> str:
+    ctl = os.path.join(sys.prefix, "bin", "supervisorctl")
+    done = subprocess.run([ctl, "-c", str(ROOT / "deploy" / "supervisord.conf"), *args], env=env,
+                          capture_output=True, text=True, timeout=30)
+    return done.stdout
+
+
+def _pids(env: dict) -> dict[str, int]:
+    """Program -> pid of those supervisord reports RUNNING."""
+    pids = {}
+    for line in _supervisorctl(env, "status").splitlines():
+        parts = line.split()
+        if len(parts) > 3 and parts[1] == "RUNNING":
+            pids[parts[0]] = int(parts[3].rstrip(","))
+    return pids
+
+
+def test_supervisord_restarts_a_killed_worker_and_keeps_the_rest(tmp_path, artifacts_dir):
+    """`make run` under supervisord: one dead worker is restarted; nothing else stops."""
+    redis_port = free_port()
+    redis_proc = redis_server(redis_port, artifacts_dir / "logs")
+    env = {**os.environ, "RUN_DIR": str(tmp_path), "VENV": sys.prefix, "HOST": "127.0.0.1",
+           "PORT": str(free_port()), "FLOWER_PORT": str(free_port()),
+           "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "ROUTING_CONCURRENCY": "1",
+           "SMALL_CONCURRENCY": "1", "LARGE_CONCURRENCY": "1", "WEB_WORKERS": "1"}
+    supervisord = subprocess.Popen(
+        [os.path.join(sys.prefix, "bin", "supervisord"), "-c", str(ROOT / "deploy" / "supervisord.conf")],
+        env=env, cwd=ROOT, stdout=open(artifacts_dir / "logs" / "supervisord.log", "ab"),
+        stderr=subprocess.STDOUT, start_new_session=True)
+    programs = {"routing", "small", "large", "flower", "web"}
+    try:
+        before = wait_until(lambda: (p := _pids(env)).keys() == programs and p, 180, "all programs RUNNING")
+        os.kill(before["small"], signal.SIGKILL)
+        after = wait_until(lambda: (p := _pids(env)).get("small") not in (None, before["small"]) and p, 180,
+                           "supervisord to restart the small worker")
+        print(f"\nsmall worker pid {before['small']} killed; supervisord restarted it as pid {after['small']}")
+        assert after.keys() == programs
+        assert {k: v for k, v in after.items() if k != "small"} == {k: v for k, v in before.items() if k != "small"}
+    finally:
+        supervisord.send_signal(signal.SIGTERM)  # Ctrl-C of `make run`: stops everything
+        try:
+            supervisord.wait(120)
+        except subprocess.TimeoutExpired:
+            os.killpg(supervisord.pid, signal.SIGKILL)
+            supervisord.wait()
+        redis_proc.terminate()
+        redis_proc.wait()
+
+
+def test_visibility_timeout_must_outlast_the_time_limits():
+    env = {**os.environ, "VISIBILITY_TIMEOUT_S": "100", "LARGE_TIME_LIMIT_S": "600"}
+    done = subprocess.run([sys.executable, "-c", "import celeryconfig"], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "VISIBILITY_TIMEOUT_S=100 must exceed" in done.stderr
+
+
+def test_worker_over_its_memory_cap_shuts_down_warm(artifacts_dir):
+    log = artifacts_dir / "logs" / "memcap.log"
+    log.unlink(missing_ok=True)
+    proc = start_worker("memcap", artifacts_dir / "logs", {"WORKER_MAX_MEMORY_KB": "10000"},
+                        ["-Q", "memcap-test", "--concurrency", "1"])
+    try:
+        returncode = proc.wait(180)
+    finally:
+        stop_warm(proc)
+    assert returncode == 0, log.read_text()
+    assert "over worker_max_memory_per_child=10000" in log.read_text()

@@ -1,0 +1,82 @@
+"""API keys: stored hashed in Redis, checked on every API call when `API_KEYS_REQUIRED=1`.
+
+A key is 32 random bytes, so a plain SHA-256 of it is enough to store (a slow, salted hash is for
+guessable passwords). Redis holds one hash, `api_keys`: SHA-256 hex -> JSON record; the key itself
+is shown once, when it is created.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from typing import Optional
+
+import redis
+from flask import Flask, current_app, g, request
+
+from webapp.errors import APIError
+
+KEYS_HASH = "api_keys"
+KEY_PREFIX = "llmq_"
+# Paths anyone may call: liveness checks and the API description.
+PUBLIC_PATHS = ("/health", "/openapi.json")
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ApiKeyStore:
+    """Create, list, revoke and look up API keys."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    def create(self, name: str, rate_limit: Optional[str] = None) -> tuple[str, dict]:
+        """A new key and its record; the key is not stored and cannot be shown again."""
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        record = {"id": secrets.token_hex(4), "name": name, "created_at": time.time(), "rate_limit": rate_limit}
+        self.redis.hset(KEYS_HASH, _digest(key), json.dumps(record))
+        return key, record
+
+    def list(self) -> list[dict]:
+        records = [json.loads(raw) for raw in self.redis.hvals(KEYS_HASH)]
+        return sorted(records, key=lambda record: record["created_at"])
+
+    def revoke(self, key_id: str) -> bool:
+        for digest, raw in self.redis.hgetall(KEYS_HASH).items():
+            if json.loads(raw)["id"] == key_id:
+                return bool(self.redis.hdel(KEYS_HASH, digest))
+        return False
+
+    def lookup(self, key: str) -> Optional[dict]:
+        raw = self.redis.hget(KEYS_HASH, _digest(key))
+        return json.loads(raw) if raw else None
+
+
+def key_store() -> ApiKeyStore:
+    from tasks.jobs import job_store
+
+    return ApiKeyStore(job_store().redis)
+
+
+def _bearer_token() -> Optional[str]:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def authenticate() -> None:
+    """Before each request: put the caller's key record in `g.api_key`, or answer 401."""
+    if not current_app.config["API_KEYS_REQUIRED"] or request.path in PUBLIC_PATHS:
+        return
+    token = _bearer_token()
+    record = key_store().lookup(token) if token else None
+    if record is None:
+        message = "send a valid API key as 'Authorization: Bearer <key>'" if token is None else "invalid API key"
+        raise APIError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+    g.api_key = record
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(authenticate)

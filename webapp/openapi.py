@@ -1,0 +1,116 @@
+"""`GET /openapi.json`: the API described by OpenAPI 3, its bodies generated from the marshmallow schemas."""
+from __future__ import annotations
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, current_app, jsonify
+from marshmallow import INCLUDE, Schema, fields
+
+from webapp.schemas import JobRequestSchema, live_limits
+
+bp = Blueprint("openapi", __name__)
+
+
+class ErrorDetailSchema(Schema):
+    """`code` names the error for programs, `message` explains it; some errors add fields."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+
+
+class ErrorSchema(Schema):
+    """Every error response."""
+
+    error = fields.Nested(ErrorDetailSchema, required=True)
+
+
+class JobViewSchema(Schema):
+    """A job as `GET /v1/jobs/<id>` shows it."""
+
+    id = fields.String(required=True)
+    status = fields.String(required=True, metadata={
+        "enum": ["queued", "routing", "generating", "succeeded", "failed", "cancelled"]})
+    created_at = fields.String(required=True, metadata={"format": "date-time"})
+    finished_at = fields.String(metadata={"format": "date-time"})
+    tier = fields.String()
+    routing = fields.Dict(metadata={"description": "intent, tier, score, rule; `fallback` when it moved tier"})
+    result = fields.Dict(metadata={"description": "response, model_used, tier, tokens, timings, `fallback`"})
+    error = fields.Dict()
+    links = fields.Dict()
+
+
+class GenerateResponseSchema(Schema):
+    """`POST /generate`: the answer of a finished job."""
+
+    id = fields.String(required=True)
+    response = fields.String(required=True)
+    model_used = fields.String(required=True)
+    latency_ms = fields.Float()
+    intent = fields.String()
+    score = fields.Float()
+    cached = fields.Boolean()
+    tier = fields.String()
+    tokens = fields.Integer()
+    routing = fields.Dict()
+
+
+class HealthSchema(Schema):
+    """`GET /health`: 200 while Redis answers, 503 (with `error`) when it does not."""
+
+    status = fields.String(required=True)
+    redis = fields.Boolean(required=True)
+    workers = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+    error = fields.Nested(ErrorDetailSchema)
+
+
+def _errors(*statuses: int) -> dict:
+    return {str(status): {"description": "error", "content": {"application/json": {"schema": "Error"}}}
+            for status in statuses}
+
+
+def _ok(status: int, schema: str, description: str) -> dict:
+    return {str(status): {"description": description, "content": {"application/json": {"schema": schema}}}}
+
+
+JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+JOB_BODY = {"required": True, "content": {"application/json": {"schema": "JobRequest"}}}
+SUBMIT_ERRORS = (400, 401, 413, 415, 429, 503)
+
+
+def build_spec(api_keys_required: bool) -> dict:
+    """The OpenAPI document for the app's current limits and settings."""
+    spec = APISpec(title="LLM inference queue", version="1.0.0", openapi_version="3.0.3",
+                   plugins=[MarshmallowPlugin()])
+    for name, schema in (("JobRequest", JobRequestSchema), ("Error", ErrorSchema), ("JobView", JobViewSchema),
+                         ("GenerateResponse", GenerateResponseSchema), ("Health", HealthSchema)):
+        spec.components.schema(name, schema=schema)
+    secured = {}
+    if api_keys_required:
+        spec.components.security_scheme("apiKey", {"type": "http", "scheme": "bearer"})
+        secured = {"security": [{"apiKey": []}]}
+    spec.path("/v1/jobs", operations={"post": {
+        "summary": "Queue a job", "requestBody": JOB_BODY, **secured,
+        "responses": {**_ok(202, "JobView", "queued"), **_errors(*SUBMIT_ERRORS)}}})
+    spec.path("/v1/jobs/{job_id}", parameters=[JOB_ID], operations={
+        "get": {"summary": "A job's status and result", **secured,
+                "responses": {**_ok(200, "JobView", "the job"), **_errors(401, 404, 503)}},
+        "delete": {"summary": "Cancel a job", **secured,
+                   "responses": {**_ok(200, "JobView", "cancelled"), **_errors(401, 404, 409, 503)}}})
+    spec.path("/generate", operations={"post": {
+        "summary": "Queue a job and wait for its answer", "requestBody": JOB_BODY, **secured,
+        "responses": {**_ok(200, "GenerateResponse", "the answer"), **_errors(*SUBMIT_ERRORS, 502, 504)}}})
+    spec.path("/health", operations={"get": {
+        "summary": "Redis and workers", "responses": {**_ok(200, "Health", "up"), **_ok(503, "Health", "down")}}})
+    document = spec.to_dict()
+    properties = document["components"]["schemas"]["JobRequest"]["properties"]
+    for field, keywords in live_limits().items():
+        properties[field].update(keywords)
+    return document
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    return jsonify(build_spec(current_app.config["API_KEYS_REQUIRED"]))
