@@ -1,13 +1,14 @@
 """An MLX engine: one thread runs mlx-lm's continuous-batching loop for all callers."""
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from engines.base import GenerationChunk, GenerationRequest
+from engines.base import EngineStats, GenerationChunk, GenerationRequest
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,15 @@ class _Active:
     outbox: queue.Queue
     detokenizer: Any
     prompt_tokens: int
+
+
+@functools.lru_cache(maxsize=64)
+def _sampler(temperature: float) -> Callable:
+    """One sampler object per temperature: BatchGenerator samples a batch in one call
+    only when its rows share the same sampler object."""
+    from mlx_lm.sample_utils import make_sampler
+
+    return make_sampler(temp=temperature)
 
 
 class MLXEngine:
@@ -35,6 +45,7 @@ class MLXEngine:
         self.model_id = model_id
         self.max_batch = max_batch
         self.model, self.tokenizer = mlx_lm.load(model_path)
+        self.stats = EngineStats()
         self._inbox: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name=f"engine-{model_id}", daemon=True)
         self._thread.start()
@@ -95,8 +106,6 @@ class MLXEngine:
             generator.close()
 
     def _admit(self, generator: Any, active: dict[int, _Active], block: bool) -> None:
-        from mlx_lm.sample_utils import make_sampler
-
         while True:
             try:
                 request, prompt, outbox = self._inbox.get(block=block)
@@ -109,7 +118,7 @@ class MLXEngine:
             (uid,) = generator.insert(
                 [prompt],
                 max_tokens=[request.max_tokens],
-                samplers=[make_sampler(temp=request.temperature)],
+                samplers=[_sampler(request.temperature)],
             )
             active[uid] = _Active(request, outbox, self.tokenizer.detokenizer, len(prompt))
 
@@ -124,6 +133,7 @@ class MLXEngine:
 
     def _step(self, generator: Any, active: dict[int, _Active]) -> None:
         _, responses = generator.next()
+        self.stats.record_step(len(responses))
         for response in responses:
             entry = active.get(response.uid)
             if entry is None:
