@@ -8,7 +8,11 @@ that `dlopen`s with RTLD_GLOBAL before `mlx.core` is imported provides
 MLX's own kernels and do not change.
 
 Configuration: `ENGINE_BLAS` = `auto` (default: Debian's libopenblas0-pthread
-when it is installed), `off`, or the path of a BLAS shared library.
+when it is installed), `off`, or the path of a BLAS shared library;
+`ENGINE_BLAS_THREADS` (default 1): OpenBLAS threads per process. One is best
+here: several engine processes share few cores, and OpenBLAS threads that wait
+for a descheduled sibling spin, which made a 576x576 product take 40 ms
+instead of 0.2 ms under load (see docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -72,12 +76,15 @@ def enable_fast_blas() -> Optional[str]:
         log.warning("MLX was imported before engines.blas: %s not used", path)
         return None
     try:
-        ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+        library = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
     except OSError as exc:
         log.warning("cannot load BLAS %s (%s): MLX keeps its bundled BLAS", path, exc)
         return None
+    threads = int(os.environ.get("ENGINE_BLAS_THREADS", "1"))
+    if hasattr(library, "openblas_set_num_threads"):
+        library.openblas_set_num_threads(threads)
     _loaded = path
-    log.info("MLX uses BLAS from %s", path)
+    log.info("MLX uses BLAS from %s (%d threads)", path, threads)
     return path
 
 

@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import functools
+import logging
+import os
 from typing import Any, Callable
 
+from engines.blas import blas_in_use
 from engines.threaded import Active, ThreadedEngine
+
+log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=64)
@@ -14,6 +19,45 @@ def _sampler(temperature: float) -> Callable:
     from mlx_lm.sample_utils import make_sampler
 
     return make_sampler(temp=temperature)
+
+
+def should_expand_quantized() -> bool:
+    """`ENGINE_DEQUANTIZE`: `auto` (default) expands 4-bit weights when MLX has a real BLAS (Linux
+    with OpenBLAS), where float32 matmuls batch well and MLX's CPU quantized matmul does not."""
+    setting = os.environ.get("ENGINE_DEQUANTIZE", "auto").strip().lower()
+    if setting == "auto":
+        return blas_in_use() is not None
+    return setting in ("1", "true", "yes", "on")
+
+
+def expand_quantized(model: Any) -> int:
+    """Replace quantized layers by float32 layers holding exactly the same weight values.
+
+    Scales and biases are widened before `scale * q + bias`, as the GGUF converter does
+    for the large tier, so nothing is rounded. Returns the number of layers replaced.
+    """
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx.utils import tree_unflatten
+
+    replaced = []
+    for name, module in model.named_modules():
+        if not isinstance(module, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
+            continue
+        weight = mx.dequantize(module.weight, module.scales.astype(mx.float32), module.biases.astype(mx.float32),
+                               group_size=module.group_size, bits=module.bits)
+        if isinstance(module, nn.QuantizedEmbedding):
+            layer = nn.Embedding(*weight.shape)
+        else:
+            layer = nn.Linear(weight.shape[1], weight.shape[0], bias="bias" in module)
+            if "bias" in module:
+                layer.bias = module.bias
+        layer.weight = weight
+        replaced.append((name, layer))
+    if replaced:
+        model.update_modules(tree_unflatten(replaced))
+        mx.eval(model.parameters())
+    return len(replaced)
 
 
 class MLXEngine(ThreadedEngine):
@@ -27,6 +71,8 @@ class MLXEngine(ThreadedEngine):
 
         super().__init__(model_id, max_batch)
         self.model, self.tokenizer = mlx_lm.load(model_path)
+        if should_expand_quantized() and (count := expand_quantized(self.model)):
+            log.info("%s: %d quantized layers expanded to float32 for batched BLAS matmuls", model_id, count)
         self.start()
 
     def _serve(self) -> None:

@@ -68,7 +68,9 @@ def _greedy_in_subprocess(blas: str) -> dict:
         "engine = MLXEngine(spec.load_path, spec.model_id, max_batch=2)\n"
         "req = GenerationRequest([{'role': 'user', 'content': 'What is the capital of France?'}], 8)\n"
         "tokens = [c.token for c in engine.generate(req) if c.token is not None and c.finish_reason != 'stop']\n"
-        "print(json.dumps({'blas': blas_in_use(), 'tokens': tokens}))\n"
+        "import ctypes\n"
+        "threads = ctypes.CDLL(blas_in_use()).openblas_get_num_threads() if blas_in_use() else None\n"
+        "print(json.dumps({'blas': blas_in_use(), 'threads': threads, 'tokens': tokens}))\n"
     )
     env = {**os.environ, "ENGINE_BLAS": blas}
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -81,6 +83,7 @@ def _greedy_in_subprocess(blas: str) -> dict:
 def test_openblas_gives_the_same_greedy_answer_as_the_bundled_blas():
     fast, reference = _greedy_in_subprocess("auto"), _greedy_in_subprocess("off")
     assert fast["blas"] == find_openblas()
+    assert fast["threads"] == 1, "OpenBLAS threads spin against each other on a busy machine"
     assert reference["blas"] is None
     assert len(fast["tokens"]) >= 5
     assert fast["tokens"] == reference["tokens"]
@@ -111,3 +114,20 @@ def test_concurrent_jobs_generate_at_the_same_time_in_one_worker(client):
     last_start = max(r["generation_started_at"] for r in records.values())
     first_end = min(r["finished_at"] for r in records.values())
     assert last_start < first_end, "the worker ran the jobs one after another"
+
+
+def test_expanding_the_4bit_model_gives_exactly_the_fp32_tier_weights():
+    import mlx.core as mx
+    import mlx_lm
+    from mlx.utils import tree_flatten
+
+    from engines.mlx_engine import expand_quantized
+
+    small, _ = mlx_lm.load(resolve_model("small").load_path)
+    large, _ = mlx_lm.load(resolve_model("large").load_path)
+    assert expand_quantized(small) > 0
+    expanded, reference = dict(tree_flatten(small.parameters())), dict(tree_flatten(large.parameters()))
+    assert expanded.keys() == reference.keys()
+    for name, value in reference.items():
+        assert expanded[name].dtype == mx.float32
+        assert mx.array_equal(expanded[name], value), name
