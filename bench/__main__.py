@@ -2,13 +2,15 @@
 
 1. the tier's engine in this process; 2. `mlx_lm.server` on the same model folder;
 3. the platform over HTTP (`POST /generate`, tier forced), started from deploy/supervisord.conf.
-Each target answers a run of one request at a time (latency) and runs of N
-concurrent clients (aggregate tokens/s). The platform also answers a repeated
-prompt (cache-hit latency). Prints the tables and writes JSON and Markdown into reports/.
+All three run side by side and take turns, so a busy machine slows them alike.
+Each target answers requests one at a time (latency) and runs of N concurrent
+clients (aggregate tokens/s). The platform also answers a repeated prompt
+(cache-hit latency). Prints the tables and writes JSON and Markdown into reports/.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform as host
@@ -56,8 +58,9 @@ class Bench:
         self.args = args
         self.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
         needed = args.latency_requests + args.per_client * sum(self.concurrency) + 4
-        # Distinct prompts everywhere, so neither a response cache nor a prompt (KV) cache helps a target.
-        prompts = [r.prompt for r in TrafficMix(seed=7).distinct(needed)]
+        # Distinct prompts everywhere, so neither a response cache nor a prompt (KV) cache helps a target;
+        # short ones (as typed in a chat), so the runs measure generation more than prompt processing.
+        prompts = [r.prompt for r in TrafficMix(seed=7).distinct(needed, lengths=("short",))]
         self.latency_prompts = prompts[: args.latency_requests]
         rest = prompts[args.latency_requests:]
         self.sweep_prompts: dict[int, list[str]] = {}
@@ -69,22 +72,39 @@ class Bench:
         self.answers: dict[str, list[str]] = {}
         self.extra: dict[str, dict] = {}
 
-    def measure(self, target: Target, concurrency: list[int],
+    def measure(self, targets: list[Target], throughput_at: dict[str, list[int]],
                 after_run: Optional[Callable[[Run], dict]] = None) -> None:
-        log(f"{target.name}: warm-up")
-        target.ask("Say hello.", self.args.max_tokens)
-        runs = self.runs.setdefault(target.name, {})
-        log(f"{target.name}: {len(self.latency_prompts)} requests one at a time")
-        runs[1] = run_clients(target, self.latency_prompts, 1, self.args.max_tokens)
-        self.answers[target.name] = [a.text for a in runs[1].answers]
-        self._show(runs[1], after_run)
-        for clients in concurrency:
-            log(f"{target.name}: {clients} concurrent clients")
-            runs[clients] = run_clients(target, self.sweep_prompts[clients], clients, self.args.max_tokens)
-            self._show(runs[clients], after_run)
+        """Every phase runs on all targets back to back, so they share the same machine conditions.
+
+        One request at a time: the targets take turns prompt by prompt. Concurrent clients:
+        one run per target at each client count (`throughput_at` names the counts per target).
+        """
+        for target in targets:
+            log(f"{target.name}: warm-up")
+            target.ask("Say hello.", self.args.max_tokens)
+        log(f"{len(self.latency_prompts)} requests one at a time, targets taking turns")
+        sequential: dict[str, list] = {t.name: [] for t in targets}
+        started = {t.name: 0.0 for t in targets}
+        for prompt in self.latency_prompts:
+            for target in targets:
+                run = run_clients(target, [prompt], 1, self.args.max_tokens)
+                sequential[target.name] += run.answers
+                started[target.name] += run.wall_s
+        for target in targets:
+            run = Run(target.name, 1, sequential[target.name], started[target.name])
+            self.runs.setdefault(target.name, {})[1] = run
+            self.answers[target.name] = [a.text for a in run.answers]
+            self._show(run, after_run)
+        for clients in self.concurrency:
+            for target in targets:
+                if clients in throughput_at.get(target.name, self.concurrency):
+                    log(f"{target.name}: {clients} concurrent clients")
+                    run = run_clients(target, self.sweep_prompts[clients], clients, self.args.max_tokens)
+                    self.runs[target.name][clients] = run
+                    self._show(run, after_run)
 
     def _show(self, run: Run, after_run: Optional[Callable[[Run], dict]]) -> None:
-        extra = after_run(run) if after_run else {}
+        extra = after_run(run) if after_run and run.target == "engine in-process" else {}
         self.extra.setdefault(run.target, {})[run.clients] = extra
         details = " ".join(f"{k}={v}" for k, v in extra.items())
         log(f"  {run.clients:>2} clients: {run.tokens} tokens in {run.wall_s:.1f}s = {run.tokens_per_s:.1f} tok/s, "
@@ -203,17 +223,26 @@ def main(argv: Optional[list[str]] = None) -> int:
     cache: dict = {}
     started = time.time()
 
-    if "direct" in targets:
-        direct = DirectEngine(args.tier)
-        bench.measure(direct, bench.concurrency, engine_batching(direct.engine))
-    if "mlx" in targets:
-        with stack.mlx_server(spec.load_path, args.mlx_port, max_batch, out / "bench-mlx-server.log") as url:
-            bench.measure(MLXServer(url), [c for c in bench.concurrency if c in (8, 32)])
-    if "platform" in targets:
-        with stack.platform(args.port, args.redis_url, max_batch, out / "bench-platform.log") as url:
-            target = Platform(url, args.tier)
-            bench.measure(target, bench.concurrency)
-            cache = bench.measure_cache(target)
+    with contextlib.ExitStack() as servers:
+        chosen: list[Target] = []
+        after_run = None
+        if "direct" in targets:
+            direct = DirectEngine(args.tier)
+            chosen.append(direct)
+            after_run = engine_batching(direct.engine)
+        if "mlx" in targets:
+            url = servers.enter_context(
+                stack.mlx_server(spec.load_path, args.mlx_port, max_batch, out / "bench-mlx-server.log"))
+            chosen.append(MLXServer(url))
+        platform_target = None
+        if "platform" in targets:
+            url = servers.enter_context(
+                stack.platform(args.port, args.redis_url, max_batch, out / "bench-platform.log"))
+            platform_target = Platform(url, args.tier)
+            chosen.append(platform_target)
+        bench.measure(chosen, {"mlx_lm.server": [c for c in bench.concurrency if c in (8, 32)]}, after_run)
+        if platform_target:
+            cache = bench.measure_cache(platform_target)
 
     result = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -77,12 +77,12 @@ class TrafficMix:
         length = self.random.choices(list(LENGTHS), weights=[w for w, _, _ in LENGTHS.values()])[0]
         return self._request(row, length)
 
-    def distinct(self, count: int) -> list[Request]:
-        """`count` different short requests in mix order: the same prompts for every benchmark target."""
+    def distinct(self, count: int, lengths: tuple[str, ...] = tuple(LENGTHS)) -> list[Request]:
+        """`count` different requests of the given length classes, in mix order."""
         seen, out = set(), []
         while len(out) < count:
             request = self.next()
-            if request.prompt not in seen and not request.repeated:
+            if request.prompt not in seen and not request.repeated and request.length in lengths:
                 seen.add(request.prompt)
                 out.append(request)
         return out
