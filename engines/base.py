@@ -30,7 +30,26 @@ class Engine(Protocol):
     """What a generation worker needs from a model backend."""
 
     model_id: str
+    stats: "EngineStats"
 
     def generate(self, request: GenerationRequest) -> Iterator[GenerationChunk]:
         """Yield chunks as tokens are produced; stop after a chunk with a finish reason."""
         ...
+
+
+@dataclass
+class EngineStats:
+    """What an engine's batch loop has done: shows whether concurrent requests share decode steps."""
+
+    decode_steps: int = 0
+    tokens: int = 0
+    peak_batch: int = 0
+
+    def record_step(self, batch_width: int) -> None:
+        if batch_width:
+            self.decode_steps += 1
+            self.tokens += batch_width
+            self.peak_batch = max(self.peak_batch, batch_width)
+
+    def mean_batch(self) -> float:
+        return self.tokens / self.decode_steps if self.decode_steps else 0.0

@@ -1,75 +1,79 @@
 """An MLX engine: one thread runs mlx-lm's continuous-batching loop for all callers."""
 from __future__ import annotations
 
+import functools
 import logging
-import queue
-import threading
-from dataclasses import dataclass
-from typing import Any, Iterator
+import os
+from typing import Any, Callable
 
-from engines.base import GenerationChunk, GenerationRequest
+from engines.blas import blas_in_use
+from engines.threaded import Active, ThreadedEngine
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class _Active:
-    """Book-keeping for one request inside the batch loop."""
+@functools.lru_cache(maxsize=64)
+def _sampler(temperature: float) -> Callable:
+    """One sampler object per temperature: BatchGenerator samples a batch in one call
+    only when its rows share the same sampler object."""
+    from mlx_lm.sample_utils import make_sampler
 
-    request: GenerationRequest
-    outbox: queue.Queue
-    detokenizer: Any
-    prompt_tokens: int
+    return make_sampler(temp=temperature)
 
 
-class MLXEngine:
-    """Loads an mlx-lm model once and serves many requests from a single generation thread.
+def should_expand_quantized() -> bool:
+    """`ENGINE_DEQUANTIZE`: `auto` (default) expands 4-bit weights when MLX has a real BLAS (Linux
+    with OpenBLAS), where float32 matmuls batch well and MLX's CPU quantized matmul does not."""
+    setting = os.environ.get("ENGINE_DEQUANTIZE", "auto").strip().lower()
+    if setting == "auto":
+        return blas_in_use() is not None
+    return setting in ("1", "true", "yes", "on")
 
-    MLX work stays on that one thread, so callers (Celery task threads) never touch
-    MLX state concurrently; they hand in requests and read chunks from a queue.
+
+def expand_quantized(model: Any) -> int:
+    """Replace quantized layers by float32 layers holding exactly the same weight values.
+
+    Scales and biases are widened before `scale * q + bias`, as the GGUF converter does
+    for the large tier, so nothing is rounded. Returns the number of layers replaced.
+    """
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx.utils import tree_unflatten
+
+    replaced = []
+    for name, module in model.named_modules():
+        if not isinstance(module, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
+            continue
+        weight = mx.dequantize(module.weight, module.scales.astype(mx.float32), module.biases.astype(mx.float32),
+                               group_size=module.group_size, bits=module.bits)
+        if isinstance(module, nn.QuantizedEmbedding):
+            layer = nn.Embedding(*weight.shape)
+        else:
+            layer = nn.Linear(weight.shape[1], weight.shape[0], bias="bias" in module)
+            if "bias" in module:
+                layer.bias = module.bias
+        layer.weight = weight
+        replaced.append((name, layer))
+    if replaced:
+        model.update_modules(tree_unflatten(replaced))
+        mx.eval(model.parameters())
+    return len(replaced)
+
+
+class MLXEngine(ThreadedEngine):
+    """Loads an mlx-lm model once and serves many requests from mlx-lm's `BatchGenerator`.
+
+    Requests join and leave the running batch between decode steps (continuous batching).
     """
 
     def __init__(self, model_path: str, model_id: str, max_batch: int = 8) -> None:
         import mlx_lm  # imported here so that merely importing this module never loads MLX
 
-        self.model_id = model_id
-        self.max_batch = max_batch
+        super().__init__(model_id, max_batch)
         self.model, self.tokenizer = mlx_lm.load(model_path)
-        self._inbox: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name=f"engine-{model_id}", daemon=True)
-        self._thread.start()
-
-    def encode(self, messages: list[dict]) -> list[int]:
-        """Token ids of the chat-templated prompt, ready for generation."""
-        if getattr(self.tokenizer, "chat_template", None):
-            return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
-        text = "\n".join(m["content"] for m in messages)
-        return self.tokenizer.encode(text)
-
-    def generate(self, request: GenerationRequest) -> Iterator[GenerationChunk]:
-        """Queue the request on the engine thread and yield its chunks as they arrive."""
-        outbox: queue.Queue = queue.Queue()
-        self._inbox.put((request, self.encode(request.messages), outbox))
-        try:
-            while True:
-                item = outbox.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item.finish_reason:
-                    return
-        finally:
-            # A caller that stops reading early must not keep a batch slot busy.
-            request.cancel.set()
-
-    # --- engine thread -------------------------------------------------
-
-    def _run(self) -> None:
-        while True:
-            try:
-                self._serve()
-            except Exception as exc:  # keep the engine alive for the next request
-                log.exception("engine loop failed: %s", exc)
+        if should_expand_quantized() and (count := expand_quantized(self.model)):
+            log.info("%s: %d quantized layers expanded to float32 for batched BLAS matmuls", model_id, count)
+        self.start()
 
     def _serve(self) -> None:
         from mlx_lm.generate import BatchGenerator
@@ -80,7 +84,7 @@ class MLXEngine:
             completion_batch_size=self.max_batch,
             prefill_batch_size=min(self.max_batch, 8),
         )
-        active: dict[int, _Active] = {}
+        active: dict[int, Active] = {}
         try:
             while True:
                 self._admit(generator, active, block=not active)
@@ -94,51 +98,31 @@ class MLXEngine:
         finally:
             generator.close()
 
-    def _admit(self, generator: Any, active: dict[int, _Active], block: bool) -> None:
-        from mlx_lm.sample_utils import make_sampler
-
-        while True:
-            try:
-                request, prompt, outbox = self._inbox.get(block=block)
-            except queue.Empty:
-                return
+    def _admit(self, generator: Any, active: dict[int, Active], block: bool) -> None:
+        while (queued := self._next_request(block)) is not None:
             block = False
-            if request.cancel.is_set():
-                outbox.put(GenerationChunk("", finish_reason="cancelled", prompt_tokens=len(prompt)))
-                continue
+            request, prompt, outbox = queued
             (uid,) = generator.insert(
                 [prompt],
                 max_tokens=[request.max_tokens],
-                samplers=[make_sampler(temp=request.temperature)],
+                samplers=[_sampler(request.temperature)],
             )
-            active[uid] = _Active(request, outbox, self.tokenizer.detokenizer, len(prompt))
+            active[uid] = self._active(request, prompt, outbox)
 
-    def _drop_cancelled(self, generator: Any, active: dict[int, _Active]) -> None:
+    def _drop_cancelled(self, generator: Any, active: dict[int, Active]) -> None:
         cancelled = [uid for uid, entry in active.items() if entry.request.cancel.is_set()]
-        if not cancelled:
-            return
-        generator.remove(cancelled)
-        for uid in cancelled:
-            entry = active.pop(uid)
-            entry.outbox.put(GenerationChunk("", finish_reason="cancelled", prompt_tokens=entry.prompt_tokens))
+        if cancelled:
+            generator.remove(cancelled)
+            for uid in cancelled:
+                active.pop(uid).cancel()
 
-    def _step(self, generator: Any, active: dict[int, _Active]) -> None:
+    def _step(self, generator: Any, active: dict[int, Active]) -> None:
         _, responses = generator.next()
+        self.stats.record_step(len(responses))
         for response in responses:
             entry = active.get(response.uid)
             if entry is None:
                 continue
-            detokenizer = entry.detokenizer
-            if response.finish_reason != "stop":  # the stop token itself is not text
-                detokenizer.add_token(response.token)
             if response.finish_reason:
-                detokenizer.finalize()
                 del active[response.uid]
-            entry.outbox.put(
-                GenerationChunk(
-                    detokenizer.last_segment,
-                    token=response.token,
-                    finish_reason=response.finish_reason,
-                    prompt_tokens=entry.prompt_tokens,
-                )
-            )
+            entry.emit(response.token, response.finish_reason)

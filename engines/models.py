@@ -39,6 +39,11 @@ def _ensure_converted(gguf: Path, dequantize: bool, progress: Callable[[str], No
     return target
 
 
+def mlx_folder_for_gguf(gguf: Path, progress: Callable[[str], None] = print) -> Path:
+    """The MLX folder converted from `gguf` (4-bit kept), converting it on first use."""
+    return _ensure_converted(Path(gguf).resolve(), False, progress)
+
+
 def resolve_model(tier: str, prepare: bool = True, progress: Callable[[str], None] = print) -> ModelSpec:
     """Resolve `<TIER>_MODEL` (a folder, a .gguf file or a hub repo id) or the bundled default.
 

@@ -1,0 +1,52 @@
+"""Closed-loop clients: N threads, each sending its share of the prompts one after another."""
+from __future__ import annotations
+
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from bench.targets import Answer, Target
+
+
+@dataclass
+class Run:
+    """What one batch of clients measured against one target."""
+
+    target: str
+    clients: int
+    answers: list[Answer]
+    wall_s: float
+
+    @property
+    def tokens(self) -> int:
+        return sum(a.tokens for a in self.answers)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.wall_s if self.wall_s else 0.0
+
+    def latency_ms(self, q: float) -> float:
+        return percentile([a.latency_s * 1000 for a in self.answers], q)
+
+    def as_dict(self) -> dict:
+        return {"target": self.target, "clients": self.clients, "requests": len(self.answers),
+                "tokens": self.tokens, "wall_s": round(self.wall_s, 2),
+                "tokens_per_s": round(self.tokens_per_s, 2),
+                "p50_ms": round(self.latency_ms(50), 1), "p99_ms": round(self.latency_ms(99), 1)}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile by linear interpolation (statistics' 'inclusive' method)."""
+    if len(values) < 2:
+        return values[0] if values else 0.0
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return cuts[min(max(round(q) - 1, 0), 98)]
+
+
+def run_clients(target: Target, prompts: list[str], clients: int, max_tokens: int) -> Run:
+    """Send every prompt once through `clients` concurrent clients; time the whole batch."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients, thread_name_prefix="client") as pool:
+        answers = list(pool.map(lambda prompt: target.ask(prompt, max_tokens), prompts))
+    return Run(target.name, clients, answers, time.perf_counter() - started)

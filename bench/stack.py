@@ -1,0 +1,91 @@
+"""Start and stop the servers the benchmark talks to, on ports and a Redis DB of its own."""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _venv() -> str:
+    return os.environ.get("VENV") and str(Path(os.environ["VENV"]).resolve()) or sys.prefix
+
+
+def _wait_until(check, what: str, timeout_s: float, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}; see {log}")
+        try:
+            if check():
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"{what} not ready after {timeout_s:.0f}s; see {log}")
+
+
+def _stop(proc: subprocess.Popen, timeout_s: float = 90) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@contextlib.contextmanager
+def mlx_server(model_path: str, port: int, decode_concurrency: int, log: Path) -> Iterator[str]:
+    """`mlx_lm.server` on `model_path`, with the BLAS (and BLAS threads) this process gave MLX:
+    the same footing as the engine."""
+    from engines.blas import blas_in_use
+
+    env = dict(os.environ)
+    if blas_in_use():
+        env["LD_PRELOAD"] = blas_in_use()
+        env["OPENBLAS_NUM_THREADS"] = os.environ.get("ENGINE_BLAS_THREADS", "1")
+    cmd = [sys.executable, "-m", "mlx_lm.server", "--model", model_path, "--host", "127.0.0.1",
+           "--port", str(port), "--decode-concurrency", str(decode_concurrency), "--log-level", "WARNING"]
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_until(lambda: requests.get(f"{url}/health", timeout=2).ok, "mlx_lm.server", 180, proc, log)
+        yield url
+    finally:
+        _stop(proc)
+
+
+@contextlib.contextmanager
+def platform(port: int, redis_url: str, concurrency: int, log: Path) -> Iterator[str]:
+    """The whole stack as `make run` starts it (deploy/supervisord.conf), with its own port and Redis DB."""
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    run_dir = ROOT / ".run" / f"bench-{port}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ, "VENV": _venv(), "RUN_DIR": str(run_dir), "HOST": "127.0.0.1", "PORT": str(port),
+        "FLOWER_PORT": str(port + 2), "REDIS_URL": redis_url, "WEB_WORKERS": "2",
+        "ROUTING_CONCURRENCY": "4", "SMALL_CONCURRENCY": str(concurrency), "LARGE_CONCURRENCY": str(concurrency),
+        "WAIT_TIMEOUT_S": "900", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+    }
+    cmd = [f"{env['VENV']}/bin/supervisord", "--configuration", str(ROOT / "deploy" / "supervisord.conf")]
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_until(lambda: requests.get(f"{url}/health", timeout=5).json().get("status") == "ok",
+                    "the platform", 240, proc, log)
+        yield url
+    finally:
+        _stop(proc)

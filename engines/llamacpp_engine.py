@@ -1,0 +1,205 @@
+"""An optional llama.cpp engine (`ENGINE_BACKEND=llamacpp`): continuous batching over llama.cpp sequences.
+
+One thread owns a llama.cpp context with one KV sequence per batch slot. Each
+decode call carries the next token of every generating request plus prompt
+tokens of newly admitted ones (chunked prefill), so requests join and leave
+between steps as with the MLX engine. The prompt is built and the answer
+decoded by the same Hugging Face tokenizer as on the MLX path (the tier's
+converted model folder), so both backends see identical token ids.
+
+Needs `pip install -r requirements-llamacpp.txt` (a source build of llama.cpp).
+Settings: `<TIER>_GGUF` (default: the bundled Q4_1 file for both tiers),
+`ENGINE_SEQ_CTX` (KV tokens reserved per batch slot, default 2048),
+`ENGINE_THREADS` (default: all cores).
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from engines.models import mlx_folder_for_gguf
+from engines.threaded import Active, ThreadedEngine
+
+PREFILL_CHUNK = 512  # prompt tokens per decode call, shared by the sequences being prefilled
+
+
+def resolve_gguf(tier: str) -> tuple[str, str]:
+    """The GGUF file llama.cpp runs for `tier`, and the model id clients see."""
+    source = os.environ.get(f"{tier.upper()}_GGUF", "").strip()
+    if not source and os.environ.get(f"{tier.upper()}_MODEL", "").strip().endswith(".gguf"):
+        source = os.environ[f"{tier.upper()}_MODEL"].strip()
+    if not source:
+        from engines.gguf import bundled_gguf_path
+
+        source = str(bundled_gguf_path())
+    path = Path(source).expanduser().resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"{tier.upper()}_GGUF={source!r} is not a file")
+    return str(path), f"{path.stem}-llamacpp"
+
+
+@dataclass
+class _Sequence:
+    """A request bound to a llama.cpp sequence id (its KV slot)."""
+
+    entry: Active
+    slot: int
+    pending: list[int]  # tokens still to feed: the prompt, then each sampled token
+    reserved: int  # KV tokens it may use: prompt + max_tokens
+    position: int = 0
+    generated: int = 0
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)
+
+
+class LlamaCppEngine(ThreadedEngine):
+    """The engine interface over llama.cpp's batched decoding."""
+
+    def __init__(self, gguf_path: str, model_id: str, max_batch: int = 8) -> None:
+        import llama_cpp
+        from mlx_lm.utils import load_tokenizer
+
+        super().__init__(model_id, max_batch)
+        self._llama = llama_cpp
+        self._held: Optional[tuple] = None  # a request waiting for KV room, first in line
+        folder = mlx_folder_for_gguf(Path(gguf_path))  # the tokenizer lives there
+        config = _read_json(folder / "config.json")
+        self.tokenizer = load_tokenizer(folder, eos_token_ids=config.get("eos_token_id"))
+        self._stop_tokens = set(self.tokenizer.eos_token_ids)
+
+        llama_cpp.llama_backend_init()
+        model_params = llama_cpp.llama_model_default_params()
+        self._model = llama_cpp.llama_model_load_from_file(gguf_path.encode(), model_params)
+        if not self._model:
+            raise ValueError(f"llama.cpp could not load {gguf_path}")
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self._model))
+        threads = int(os.environ.get("ENGINE_THREADS", str(os.cpu_count() or 1)))
+        self.kv_tokens = int(os.environ.get("ENGINE_SEQ_CTX", "2048")) * max_batch
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = self.kv_tokens
+        params.n_batch = PREFILL_CHUNK + max_batch
+        params.n_ubatch = params.n_batch
+        params.n_seq_max = max_batch
+        params.kv_unified = True  # one KV pool: a long request may use more than an even share
+        params.n_threads = params.n_threads_batch = threads
+        params.no_perf = True
+        self._ctx = llama_cpp.llama_init_from_model(self._model, params)
+        if not self._ctx:
+            raise ValueError("llama.cpp could not create a context")
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(params.n_batch, 0, 1)
+        self.start()
+
+    # --- engine thread -------------------------------------------------
+
+    def _serve(self) -> None:
+        running: dict[int, _Sequence] = {}
+        try:
+            while True:
+                self._admit(running)
+                self._drop_cancelled(running)
+                if running:
+                    self._step(running)
+        except Exception as exc:
+            for sequence in running.values():
+                sequence.entry.outbox.put(exc)
+            self._llama.llama_memory_clear(self._memory, True)
+            raise
+
+    def _admit(self, running: dict[int, _Sequence]) -> None:
+        free_slots = [s for s in range(self.max_batch) if s not in running]
+        reserved = sum(s.reserved for s in running.values())
+        while free_slots:
+            queued, self._held = self._held or self._next_request(block=not running), None
+            if queued is None:
+                return
+            request, prompt, outbox = queued
+            need = len(prompt) + request.max_tokens
+            if need > self.kv_tokens:
+                outbox.put(ValueError(f"prompt ({len(prompt)} tokens) plus max_tokens ({request.max_tokens}) "
+                                      f"exceed the engine's {self.kv_tokens} KV tokens"))
+                continue
+            if reserved + need > self.kv_tokens:
+                self._held = queued  # first in line once running requests free KV room
+                return
+            slot = free_slots.pop(0)
+            reserved += need
+            running[slot] = _Sequence(self._active(request, prompt, outbox), slot, list(prompt), need)
+
+    def _drop_cancelled(self, running: dict[int, _Sequence]) -> None:
+        for slot in [s for s, seq in running.items() if seq.entry.request.cancel.is_set()]:
+            self._finish(running, slot, None)
+
+    def _step(self, running: dict[int, _Sequence]) -> None:
+        """One decode call: a token for each generating sequence, prompt chunks for the others."""
+        llama, batch = self._llama, self._batch
+        batch.n_tokens = 0
+        budget = PREFILL_CHUNK
+        wants_logits: list[tuple[int, int]] = []  # (slot, row in the batch)
+        for slot, seq in running.items():
+            if len(seq.pending) == 1:  # generating: its last sampled token
+                take = list(seq.pending)
+            elif budget > 0:  # prefilling: as much of the prompt as this call has room for
+                take = seq.pending[:budget]
+                budget -= len(take)
+            else:
+                continue
+            for token in take:
+                i = batch.n_tokens
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, seq.position, 1
+                batch.seq_id[i][0], batch.logits[i] = slot, False
+                seq.position += 1
+                batch.n_tokens += 1
+            del seq.pending[: len(take)]
+            if not seq.pending:  # the whole prompt is in, or this was the last sampled token
+                batch.logits[batch.n_tokens - 1] = True
+                wants_logits.append((slot, batch.n_tokens - 1))
+        code = llama.llama_decode(self._ctx, batch)
+        if code != 0:
+            raise RuntimeError(f"llama_decode returned {code}")
+        self.stats.record_step(len(wants_logits))
+        for slot, row in wants_logits:
+            self._sample(running, slot, row)
+
+    def _sample(self, running: dict[int, _Sequence], slot: int, row: int) -> None:
+        seq = running[slot]
+        logits = np.ctypeslib.as_array(
+            ctypes.cast(self._llama.llama_get_logits_ith(self._ctx, row), ctypes.POINTER(ctypes.c_float)),
+            shape=(self._n_vocab,))
+        token = _pick(logits, seq.entry.request.temperature, seq.rng)
+        seq.generated += 1
+        finish = "stop" if token in self._stop_tokens else (
+            "length" if seq.generated >= seq.entry.request.max_tokens else None)
+        if finish:
+            self._finish(running, slot, token, finish)
+        else:
+            seq.pending.append(token)
+            seq.entry.emit(token, None)
+
+    def _finish(self, running: dict[int, _Sequence], slot: int, token: Optional[int],
+                reason: Optional[str] = None) -> None:
+        seq = running.pop(slot)
+        self._llama.llama_memory_seq_rm(self._memory, slot, -1, -1)
+        if reason is None:
+            seq.entry.cancel()
+        else:
+            seq.entry.emit(token, reason)
+
+
+def _pick(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
+    """Greedy at temperature 0, else a draw from softmax(logits / temperature)."""
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    scaled = logits.astype(np.float64) / temperature
+    probs = np.exp(scaled - scaled.max())
+    return int(rng.choice(len(probs), p=probs / probs.sum()))
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,51 @@
+"""Reading Server-Sent Events (`text/event-stream`) as the platform's job stream sends them."""
+from __future__ import annotations
+
+import json
+from typing import Iterable, Iterator, Optional
+
+FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+FINAL_EVENTS = ("done", "end", "final", "result", "complete", "completed", "error")
+
+
+def _json(data: str) -> Optional[dict]:
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def is_final(event: str, data: str) -> bool:
+    """A named final event, or an unnamed one that carries the job's end (status or result)."""
+    if event in FINAL_EVENTS or data.strip() == "[DONE]":
+        return True
+    payload = _json(data) or {}
+    return payload.get("status") in FINAL_STATUSES or "result" in payload
+
+
+def failed(data: str) -> bool:
+    return (_json(data) or {}).get("status") in ("failed", "cancelled")
+
+
+def sse_events(lines: Iterable[Optional[str]]) -> Iterator[tuple[str, str]]:
+    """(event name, data) pairs of a Server-Sent Events stream; unnamed events are "message"."""
+    event, data = "message", []
+    for line in lines:
+        if line is None:
+            continue
+        if line == "":
+            if data:
+                yield event, "\n".join(data)
+            event, data = "message", []
+        elif line.startswith(":"):
+            continue  # a comment / keep-alive
+        else:
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "event":
+                event = value
+            elif field == "data":
+                data.append(value)
+    if data:
+        yield event, "\n".join(data)
