@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Optional
 
 from celery import shared_task
 
+from cache.semantic import semantic_cache
 from routing.embedder import Embedder
 from routing.intents import load_route_table
 from routing.router import Router
@@ -25,14 +27,18 @@ def get_router() -> Router:
 
 
 @shared_task(bind=True, name="tasks.routing.route")
-def route(self, job: dict) -> None:
-    """Decide the tier and replace this task by the tier's generation task (same job id)."""
+def route(self, job: dict) -> Optional[dict]:
+    """Decide the tier and replace this task by the tier's generation task (same job id),
+    unless the semantic cache already holds the answer: then that is the job's result."""
     from tasks import large, small
 
     store = job_store()
     store.update(self.request.id, status="routing", routing_started_at=time.time())
     forced = job["tier"] if job.get("tier") in ("small", "large") else None
-    decision, _ = get_router().route(job["prompt"], forced_tier=forced)
+    decision, embedding = get_router().route(job["prompt"], forced_tier=forced)
     store.update(self.request.id, status="queued", routing=decision.as_dict(), routed_at=time.time())
+    cached = semantic_cache().answer(self.request.id, job, decision.as_dict(), embedding)
+    if cached is not None:
+        return cached
     target = small.generate if decision.tier == "small" else large.generate
     raise self.replace(target.s(job, decision.as_dict()))

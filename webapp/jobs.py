@@ -12,7 +12,8 @@ from webapp.submission import job_view, submit_job, wait_for_job
 
 bp = Blueprint("jobs", __name__)
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-SYNC_FIELDS = ("response", "model_used", "latency_ms", "intent", "score", "cached", "tier", "tokens", "routing")
+SYNC_FIELDS = ("response", "model_used", "latency_ms", "intent", "score", "cached", "similarity", "tier", "tokens",
+               "routing")
 
 
 def _job_request() -> dict:
@@ -21,14 +22,17 @@ def _job_request() -> dict:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise APIError(400, "invalid_request", "the body must be a JSON object")
-    return JobRequestSchema().load(body)
+    job = JobRequestSchema().load(body)
+    if request.cache_control.no_cache:
+        job["cache"] = False
+    return job
 
 
 @bp.post("/v1/jobs")
 def create_job():
     record = submit_job(_job_request())
     response = jsonify({**job_view(record), "links": {"self": url_for("jobs.get_job", job_id=record["id"])}})
-    response.status_code = 202
+    response.status_code = 200 if record["status"] == "succeeded" else 202  # 200: answered from the cache
     response.headers["Location"] = url_for("jobs.get_job", job_id=record["id"])
     return response
 
@@ -44,7 +48,8 @@ def get_job(job_id: str):
 @bp.post("/generate")
 def generate():
     record = submit_job(_job_request())
-    done = wait_for_job(record["id"], current_app.config["WAIT_TIMEOUT_S"])
+    answered = record["status"] == "succeeded"  # by the exact cache
+    done = record if answered else wait_for_job(record["id"], current_app.config["WAIT_TIMEOUT_S"])
     if done is None:
         raise APIError(504, "timeout", "the job is still running; poll it", id=record["id"],
                        location=url_for("jobs.get_job", job_id=record["id"]))

@@ -15,6 +15,15 @@ class StrictInteger(fields.Integer):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+class StrictBoolean(fields.Boolean):
+    """true or false, not "yes", 1 or "false"."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise ValidationError("Not a valid boolean.")
+        return value
+
+
 class StrictFloat(fields.Float):
     """A number that refuses booleans and numeric strings."""
 
@@ -38,6 +47,7 @@ class JobRequestSchema(Schema):
     max_tokens = StrictInteger(load_default=128, validate=validate.Range(1, 1024))
     temperature = StrictFloat(load_default=0.0, validate=validate.Range(0.0, 2.0))
     tier = fields.String(load_default="auto", validate=validate.OneOf(["auto", "small", "large"]))
+    cache = StrictBoolean(load_default=True)  # false: skip cached answers (the fresh one is still kept)
 
     @validates("prompt")
     def prompt_is_usable(self, value: str, **_) -> None:

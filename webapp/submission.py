@@ -1,12 +1,15 @@
 """Submitting jobs to the routing queue and waiting for them; shared by every endpoint."""
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime, timezone
 from typing import Optional
 
 from celery.exceptions import TimeoutError as CeleryTimeout
 
+from cache.entries import cached_result, finished_fields
+from cache.exact import exact_cache
 from tasks.app import app as celery_app
 from tasks.jobs import job_store
 from tasks.routing import route
@@ -16,9 +19,16 @@ PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.1, "i
 
 
 def submit_job(job: dict) -> dict:
-    """Record the job and queue its routing task; the job id is the Celery task id throughout."""
+    """Record the job and queue its routing task; the job id is the Celery task id throughout.
+
+    An exact cache hit is answered here: the record comes back already succeeded, nothing queued.
+    """
     job_id = uuid.uuid4().hex
     store = job_store()
+    cached = exact_cache().lookup(job)
+    if cached is not None:
+        now = time.time()
+        return store.create(job_id, job, **finished_fields(cached_result(cached, "exact", now, now), now))
     record = store.create(job_id, job)
     try:
         route.apply_async(args=[job], task_id=job_id, retry_policy=PUBLISH_RETRY)
