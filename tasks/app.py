@@ -2,5 +2,5 @@
 from celery import Celery
 
 app = Celery("llm_platform", include=["tasks.routing", "tasks.small", "tasks.large", "tasks.lifecycle",
-                                      "cache.hooks"])
+                                      "cache.hooks", "monitoring.celery_signals"])
 app.config_from_object("celeryconfig")

@@ -6,6 +6,7 @@ from typing import Optional
 
 from flask import Flask
 
+from monitoring.flask_hooks import register_request_metrics
 from webapp.errors import register_error_handlers
 
 
@@ -26,4 +27,5 @@ def create_app(test_config: Optional[dict] = None) -> Flask:
     app.register_blueprint(jobs.bp)
     app.register_blueprint(health.bp)
     register_error_handlers(app)
+    register_request_metrics(app)
     return app
