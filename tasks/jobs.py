@@ -37,8 +37,9 @@ class JobStore:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
 
-    def create(self, job_id: str, request: dict) -> dict:
-        record = {"id": job_id, "status": "queued", "created_at": time.time(), "request": request}
+    def create(self, job_id: str, request: dict, **fields: Any) -> dict:
+        """A new record; `fields` may set more (a job answered from the cache is born finished)."""
+        record = {"id": job_id, "status": "queued", "created_at": time.time(), "request": request, **fields}
         self.update(job_id, **record)
         return record
 

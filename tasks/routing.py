@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Optional
 
 from celery import shared_task
 
+from cache.semantic import semantic_cache
 from routing.embedder import Embedder
 from routing.live import LiveRouter
 from routing.router import Router
@@ -31,15 +33,19 @@ def get_router() -> Router:
 
 
 @shared_task(bind=True, base=JobTask, name="tasks.routing.route")
-def route(self, job: dict) -> None:
-    """Decide the tier and replace this task by the tier's generation task (same job id)."""
+def route(self, job: dict) -> Optional[dict]:
+    """Decide the tier and replace this task by the tier's generation task (same job id),
+    unless the semantic cache already holds the answer: then that is the job's result."""
     store = job_store()
     if not store.advance(self.request.id, status="routing", routing_started_at=time.time()):
-        return  # cancelled meanwhile
+        return None  # cancelled meanwhile
     forced = job["tier"] if job.get("tier") in ("small", "large") else None
-    decision, _ = get_router().route(job["prompt"], forced_tier=forced)
+    decision, embedding = get_router().route(job["prompt"], forced_tier=forced)
     routing = with_live_tier(store.redis, decision.as_dict())
     if not store.advance(self.request.id, status="queued", routing=routing, routed_at=time.time()):
-        return
+        return None
+    cached = semantic_cache().answer(self.request.id, job, routing, embedding)
+    if cached is not None:
+        return cached
     target = generation_task(self.app, routing["tier"])
     raise self.replace(target.s(job, routing).set(priority=job_priority(job)))

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import free_udp_port
+
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
@@ -17,6 +19,9 @@ TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 os.environ["REDIS_URL"] = TEST_REDIS_URL
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# StatsD metrics of the app and the workers go to a UDP port of this session (tests/test_metrics.py listens).
+os.environ.update(STATSD_HOST="127.0.0.1", STATSD_PORT=str(free_udp_port()), STATSD_PREFIX="test",
+                  QUEUE_DEPTH_INTERVAL_S="2")
 
 WORKERS = {
     "routing": ["-Q", "routing", "--concurrency", "2"],

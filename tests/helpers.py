@@ -12,6 +12,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def wait_for_job(client, job_id: str, timeout: float = 180) -> dict:
     """Poll the job API until the job ends; return the last view."""
     deadline = time.time() + timeout

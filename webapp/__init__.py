@@ -7,6 +7,7 @@ from typing import Optional
 from flask import Flask
 
 from webapp.backpressure import queue_limits_from_env
+from monitoring.flask_hooks import register_request_metrics
 from webapp.errors import register_error_handlers
 
 
@@ -36,4 +37,5 @@ def create_app(test_config: Optional[dict] = None) -> Flask:
         app.register_blueprint(blueprint)
     cli.init_app(app)
     register_error_handlers(app)
+    register_request_metrics(app)
     return app

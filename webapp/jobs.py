@@ -15,7 +15,8 @@ from webapp.submission import job_view, submit_job, wait_for_job
 
 bp = Blueprint("jobs", __name__)
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-SYNC_FIELDS = ("response", "model_used", "latency_ms", "intent", "score", "cached", "tier", "tokens", "routing")
+SYNC_FIELDS = ("response", "model_used", "latency_ms", "intent", "score", "cached", "similarity", "tier", "tokens",
+               "routing")
 
 
 def load_json_body(schema: Schema) -> dict:
@@ -39,11 +40,18 @@ def finished_result(job_id: str) -> dict:
     return done["result"]
 
 
+def _job_request() -> dict:
+    job = load_json_body(JobRequestSchema())
+    if request.cache_control.no_cache:
+        job["cache"] = False
+    return job
+
+
 @bp.post("/v1/jobs")
 def create_job():
-    record = submit_job(load_json_body(JobRequestSchema()))
+    record = submit_job(_job_request())
     response = jsonify({**job_view(record), "links": {"self": url_for("jobs.get_job", job_id=record["id"])}})
-    response.status_code = 202
+    response.status_code = 200 if record["status"] == "succeeded" else 202  # 200: answered from the cache
     response.headers["Location"] = url_for("jobs.get_job", job_id=record["id"])
     return response
 
@@ -76,6 +84,6 @@ def cancel_job(job_id: str):
 
 @bp.post("/generate")
 def generate():
-    record = submit_job(load_json_body(JobRequestSchema()))
-    result = finished_result(record["id"])
+    record = submit_job(_job_request())
+    result = finished_result(record["id"])  # at once when the exact cache answered
     return jsonify({"id": record["id"], **{k: result[k] for k in SYNC_FIELDS if k in result}})

@@ -18,6 +18,15 @@ class StrictInteger(fields.Integer):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+class StrictBoolean(fields.Boolean):
+    """true or false, not "yes", 1 or "false"."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise ValidationError("Not a valid boolean.")
+        return value
+
+
 class StrictFloat(fields.Float):
     """A number that refuses booleans and numeric strings."""
 
@@ -57,6 +66,7 @@ class JobRequestSchema(Schema):
     tier = fields.String(load_default="auto", validate=validate.OneOf(["auto", "small", "large"]))
     priority = StrictInteger(load_default=DEFAULT_PRIORITY, validate=validate.Range(0, 9),
                              metadata={"description": "9 runs first"})
+    cache = StrictBoolean(load_default=True)  # false: skip cached answers (the fresh one is still kept)
 
     @validates("prompt")
     def prompt_is_usable(self, value: str, **_) -> None:

@@ -8,6 +8,8 @@ from typing import Optional
 
 from flask import current_app
 
+from cache.entries import cached_result, finished_fields
+from cache.exact import exact_cache
 from tasks.delivery import job_priority
 from tasks.jobs import FINAL_STATUSES, job_store
 from tasks.recent_jobs import remember_job
@@ -19,9 +21,18 @@ PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.1, "i
 
 
 def submit_job(job: dict) -> dict:
-    """Record the job and queue its routing task; the job id is the Celery task id throughout."""
+    """Record the job and queue its routing task; the job id is the Celery task id throughout.
+
+    An exact cache hit is answered here: the record comes back already succeeded, nothing queued.
+    """
     job_id = uuid.uuid4().hex
     store = job_store()
+    cached = exact_cache().lookup(job)
+    if cached is not None:
+        now = time.time()
+        record = store.create(job_id, job, **finished_fields(cached_result(cached, "exact", now, now), now))
+        remember_job(job_id)
+        return record
     ensure_capacity(store.redis, job, current_app.config["QUEUE_LIMITS"], current_app.config["QUEUE_RETRY_AFTER_S"])
     record = store.create(job_id, job)
     remember_job(job_id)

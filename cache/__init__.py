@@ -1,0 +1,1 @@
+"""Answer caches in Redis: exact (web process, before queueing) and semantic (routing worker)."""

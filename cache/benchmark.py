@@ -1,0 +1,115 @@
+"""Cache benchmarks: semantic lookup cost at N entries, and exact-hit latency through HTTP.
+
+    python -m cache.benchmark semantic --entries 10000
+    python -m cache.benchmark exact --url http://127.0.0.1:8000 --requests 500
+
+Both use the Redis at REDIS_URL; `semantic` works under its own key prefix and removes it
+afterwards; `exact` seeds one entry and asks the running web app for it again and again.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+
+
+def _percentiles(samples_ms: list[float]) -> dict:
+    ordered = sorted(samples_ms)
+    pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)  # noqa: E731
+    return {"n": len(ordered), "p50_ms": pick(0.5), "p95_ms": pick(0.95), "p99_ms": pick(0.99),
+            "mean_ms": round(statistics.fmean(ordered), 3)}
+
+
+def bench_semantic(entries: int, lookups: int, dimensions: int = 384) -> dict:
+    from cache.keys import served_models
+    from cache.semantic import SemanticCache
+    from tasks.jobs import job_store
+
+    cache = SemanticCache(job_store().redis, prefix="bench:semantic", max_entries=entries)
+    cache.index.clear()
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((entries, dimensions)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    model = served_models()["small"]
+    job = lambda i: {"prompt": f"what is the meaning of item {i}", "max_tokens": 8, "temperature": 0.0}  # noqa: E731
+    result = {"response": "x", "model_used": model, "tier": "small", "tokens": 8, "finish_reason": "length",
+              "intent": "factual", "score": 0.5, "routing": {}}
+    started = time.perf_counter()
+    for i, vector in enumerate(vectors):
+        cache.add(job(i), result, vector)
+    fill_s = time.perf_counter() - started
+    try:
+        started = time.perf_counter()
+        cache.lookup(job(0), "small", vectors[0])  # the first search copies the whole index into memory
+        first_ms = (time.perf_counter() - started) * 1000
+        misses, hits = [], []
+        for i in rng.integers(0, entries, lookups):
+            noise = rng.standard_normal(dimensions).astype(np.float32)
+            query = noise / np.linalg.norm(noise)  # far from everything: search cost only
+            started = time.perf_counter()
+            cache.lookup(job(int(i)), "small", query)
+            misses.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            found, _ = cache.lookup(job(int(i)), "small", vectors[i])  # its own entry: search, fetch, guard
+            hits.append((time.perf_counter() - started) * 1000)
+            assert found is not None
+        memory = cache.redis.memory_usage(cache.index.vectors_key) or 0
+        return {"entries": cache.index.size(), "fill_s": round(fill_s, 1), "first_lookup_ms": round(first_ms, 1),
+                "miss": _percentiles(misses), "hit": _percentiles(hits),
+                "mirror_matrix_mb": round(cache.mirror._matrix.nbytes / 2**20, 1),
+                "redis_vectors_mb": round(memory / 2**20, 1)}
+    finally:
+        cache.index.clear()
+
+
+def bench_exact(url: str, requests_count: int) -> dict:
+    import requests
+
+    from cache.exact import exact_cache
+    from cache.keys import exact_key
+    from webapp.schemas import JobRequestSchema
+
+    body = {"prompt": "benchmark: what is the capital of France?", "max_tokens": 8, "tier": "small"}
+    routing = {"intent": "factual", "tier": "small", "score": 0.9, "threshold": 0.4, "rule": "forced", "top": []}
+    entry = {"response": "Paris.", "model_used": "seeded", "tier": "small", "intent": "factual", "score": 0.9,
+             "routing": routing, "tokens": 2, "finish_reason": "stop", "prompt": body["prompt"], "max_tokens": 8,
+             "cached_at": time.time()}
+    key = exact_key(JobRequestSchema().load(body))
+    exact_cache().index.put(key, entry)
+    samples = {}
+    try:
+        with requests.Session() as session:
+            for path in ("/v1/jobs", "/generate"):
+                timings = []
+                for _ in range(requests_count):
+                    started = time.perf_counter()
+                    response = session.post(url + path, json=body)
+                    timings.append((time.perf_counter() - started) * 1000)
+                    cached = response.json().get("cached") or response.json().get("result", {}).get("cached")
+                    assert response.status_code == 200 and cached == "exact", response.text
+                samples[path] = _percentiles(timings[10:])  # the first requests warm the connection and imports
+    finally:
+        exact_cache().index.remove([key])
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="which", required=True)
+    semantic = sub.add_parser("semantic", help="semantic lookup cost at N entries")
+    semantic.add_argument("--entries", type=int, default=10000)
+    semantic.add_argument("--lookups", type=int, default=200)
+    exact = sub.add_parser("exact", help="exact-hit latency through the running web app")
+    exact.add_argument("--url", default="http://127.0.0.1:8000")
+    exact.add_argument("--requests", type=int, default=500)
+    args = parser.parse_args()
+    report = bench_semantic(args.entries, args.lookups) if args.which == "semantic" else bench_exact(
+        args.url.rstrip("/"), args.requests)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

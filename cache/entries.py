@@ -1,0 +1,38 @@
+"""The shape of a cached answer, and how a cache hit finishes a job without generation."""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+ANSWER_FIELDS = ("response", "model_used", "tier", "intent", "score", "routing", "tokens", "finish_reason")
+
+
+def storable(result: dict) -> bool:
+    """A cancelled or empty generation is no answer to keep."""
+    return result.get("finish_reason") in ("stop", "length") and bool(str(result.get("response", "")).strip())
+
+
+def entry_from_result(job: dict, result: dict) -> dict:
+    """What a cache keeps of a generated result, plus what it needs to judge a later match."""
+    return {**{k: result.get(k) for k in ANSWER_FIELDS}, "prompt": job.get("prompt"),
+            "max_tokens": job.get("max_tokens"), "cached_at": time.time()}
+
+
+def cached_result(entry: dict, kind: str, created_at: float, finished_at: float,
+                  routing: Optional[dict] = None, similarity: Optional[float] = None) -> dict:
+    """A job's result served from the cache.
+
+    `routing` is this job's own routing decision when there is one (semantic hits);
+    an exact hit reports the decision made for the cached answer.
+    """
+    routing = routing or entry["routing"]
+    result = {**{k: entry.get(k) for k in ANSWER_FIELDS}, "routing": routing, "intent": routing["intent"],
+              "score": routing["score"], "cached": kind, "latency_ms": round((finished_at - created_at) * 1000, 1)}
+    if similarity is not None:
+        result["similarity"] = round(similarity, 4)
+    return result
+
+
+def finished_fields(result: dict, finished_at: float) -> dict:
+    """The job record fields of a job answered from the cache."""
+    return {"status": "succeeded", "routing": result["routing"], "result": result, "finished_at": finished_at}

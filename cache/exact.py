@@ -1,0 +1,62 @@
+"""The exact cache: the web process answers a repeated deterministic request without queueing it."""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Optional
+
+import redis
+
+from cache.entries import entry_from_result, storable
+from cache.events import cache_lookup
+from cache.index import BoundedIndex
+from cache.keys import deterministic, exact_key, lookups_wanted
+
+
+class ExactCache:
+    """Answers keyed by `cache.keys.exact_key`, bounded by a TTL and a maximum number of entries."""
+
+    def __init__(self, client: redis.Redis, ttl_s: int = 86400, max_entries: int = 10000) -> None:
+        self.index = BoundedIndex(client, "cache:exact", ttl_s, max_entries)
+
+    @classmethod
+    def from_env(cls, client: redis.Redis) -> "ExactCache":
+        return cls(client, int(os.environ.get("EXACT_CACHE_TTL_S", "86400")),
+                   int(os.environ.get("EXACT_CACHE_MAX_ENTRIES", "10000")))
+
+    @property
+    def enabled(self) -> bool:
+        return self.index.max_entries > 0
+
+    def lookup(self, job: dict) -> Optional[dict]:
+        """The cached entry for this request, or None; announces the outcome on `cache_lookup`."""
+        tier = job.get("tier", "auto")
+        if not self.enabled or not deterministic(job):
+            cache_lookup.send("exact", outcome="skip", tier=tier)
+            return None
+        if not lookups_wanted(job):
+            cache_lookup.send("exact", outcome="bypass", tier=tier)
+            return None
+        entry = self.index.get(exact_key(job))
+        cache_lookup.send("exact", outcome="hit" if entry else "miss", tier=tier)
+        return entry
+
+    def store(self, job: dict, result: dict) -> None:
+        """Keep a generated answer; a bypassing request refreshes the entry it skipped."""
+        if self.enabled and deterministic(job) and storable(result):
+            self.index.put(exact_key(job), entry_from_result(job, result))
+
+
+_cache: Optional[ExactCache] = None
+_lock = threading.Lock()
+
+
+def exact_cache() -> ExactCache:
+    """The process-wide exact cache, on the job store's Redis."""
+    global _cache
+    with _lock:
+        if _cache is None:
+            from tasks.jobs import job_store
+
+            _cache = ExactCache.from_env(job_store().redis)
+        return _cache

@@ -1,0 +1,77 @@
+"""What makes two requests the same question: prompt normalisation, cache keys, cacheability."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+import unicodedata
+
+# Request fields that do not change the answer; every other field is part of the key.
+NOT_ANSWER_FIELDS = frozenset({"prompt", "messages", "cache", "stream"})
+SPACES = re.compile(r"\s+")
+TRAILING_QUESTION_MARK = re.compile(r"(?<=[^\W\d_])[?.]+$")
+
+
+def normalise_text(text: str) -> str:
+    """Case, width, runs of spaces and a final '?' or '.' after a word do not change the question."""
+    text = SPACES.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
+    return TRAILING_QUESTION_MARK.sub("", text)
+
+
+def deterministic(job: dict) -> bool:
+    """Only temperature-0 answers are reproducible, so only they are cached."""
+    return float(job.get("temperature", 0.0)) == 0.0
+
+
+def lookups_wanted(job: dict) -> bool:
+    """False when the client asked to bypass the cache (`"cache": false` or `Cache-Control: no-cache`)."""
+    return job.get("cache", True) is not False
+
+
+def scope(job: dict) -> str:
+    """Whose cache this is: answers are shared only within one API key (`key_id`), else 'public'."""
+    return str(job.get("key_id") or "public")
+
+
+@functools.lru_cache(maxsize=1)
+def served_models() -> dict[str, str]:
+    """Model id per tier; read once, since changing a model means restarting the processes."""
+    from engines.models import served_models as resolve
+
+    return resolve()
+
+
+def answer_settings(job: dict, *skip: str) -> dict:
+    """The request fields other than the prompt that change the answer (max_tokens, temperature, ...)."""
+    return {k: v for k, v in job.items() if k not in NOT_ANSWER_FIELDS and k not in skip}
+
+
+def exact_key(job: dict) -> str:
+    """Hash of the normalised conversation plus everything else that changes the answer."""
+    from tasks.generation import job_messages
+
+    material = {
+        "messages": [[m.get("role", "user"), normalise_text(str(m.get("content", "")))] for m in job_messages(job)],
+        "settings": answer_settings(job, "key_id"),
+        "models": served_models(),
+        "scope": scope(job),
+    }
+    return _digest(material)
+
+
+def semantic_namespace(job: dict, model_id: str, tier: str, dimensions: int) -> str:
+    """Semantic entries are shared only between jobs with the same model, tier, key and settings
+    (and embeddings of the same size, so that a changed embedding model cannot mix spaces).
+
+    max_tokens is left out: an entry that stopped by itself within the budget also serves a
+    larger budget (see SemanticCache), and keeping it out lets such entries be found at all.
+    """
+    material = {"model": model_id, "tier": tier, "scope": scope(job), "dimensions": dimensions,
+                "settings": answer_settings(job, "key_id", "tier", "max_tokens")}
+    return _digest(material)[:16]
+
+
+def _digest(material: dict) -> str:
+    encoded = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(encoded.encode()).hexdigest()

@@ -1,0 +1,130 @@
+"""The semantic cache: a routed prompt close enough to a cached one reuses its answer.
+
+The routing task already embeds every prompt; the same vector is looked up here, so no
+second encoding happens. A hit needs both a cosine similarity at or above the threshold
+and the lexical guard's consent (`cache.guard`), which keeps "is X safe" from answering
+"is X not safe". Entries are keyed by model, tier, API key and answer settings.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from typing import Optional
+
+import numpy as np
+import redis
+
+from cache.entries import cached_result, entry_from_result, finished_fields, storable
+from cache.events import cache_lookup
+from cache.guard import mismatch
+from cache.index import BoundedIndex
+from cache.keys import deterministic, lookups_wanted, semantic_namespace, served_models
+from cache.vectors import VectorMirror
+from tasks.jobs import job_store, job_ttl_s
+
+CANDIDATES = 3  # nearest entries tried in turn: the best may be vetoed by the guard or gone
+
+
+class SemanticCache:
+    """Bounded index of answered prompts with their routing embeddings."""
+
+    def __init__(self, client: redis.Redis, threshold: float = 0.9, ttl_s: int = 86400,
+                 max_entries: int = 10000, prefix: str = "cache:semantic") -> None:
+        self.redis = client
+        self.threshold = threshold
+        self.index = BoundedIndex(client, prefix, ttl_s, max_entries)
+        self.mirror = VectorMirror(self.index)
+
+    @classmethod
+    def from_env(cls, client: redis.Redis) -> "SemanticCache":
+        return cls(client, float(os.environ.get("SEMANTIC_CACHE_THRESHOLD", "0.9")),
+                   int(os.environ.get("SEMANTIC_CACHE_TTL_S", "86400")),
+                   int(os.environ.get("SEMANTIC_CACHE_MAX_ENTRIES", "10000")))
+
+    def _pending_key(self, job_id: str) -> str:
+        return f"{self.index.prefix}:pending:{job_id}"
+
+    def cacheable(self, job: dict) -> bool:
+        """Deterministic single prompts only: a conversation's answer depends on more than its last words."""
+        return self.index.max_entries > 0 and deterministic(job) and not job.get("messages") and bool(job.get("prompt"))
+
+    def answer(self, job_id: str, job: dict, routing: dict, embedding: np.ndarray) -> Optional[dict]:
+        """Finish the job from the cache and return its result, or None when it must be generated.
+
+        On a miss the embedding is parked under the job id, so that the generated answer can
+        be stored with it (`store`).
+        """
+        tier = routing["tier"]
+        if not self.cacheable(job):
+            cache_lookup.send("semantic", outcome="skip", tier=tier)
+            return None
+        if lookups_wanted(job):
+            hit, rejected = self.lookup(job, tier, embedding)
+            cache_lookup.send("semantic", outcome="hit" if hit else "miss", tier=tier, rejected=rejected)
+            if hit:
+                return self._finish(job_id, routing, *hit)
+        else:
+            cache_lookup.send("semantic", outcome="bypass", tier=tier)
+        self.redis.set(self._pending_key(job_id), np.asarray(embedding, dtype=np.float32).tobytes(), ex=job_ttl_s())
+        return None
+
+    def _finish(self, job_id: str, routing: dict, entry: dict, similarity: float) -> dict:
+        store, now = job_store(), time.time()
+        created_at = (store.get(job_id) or {}).get("created_at", now)
+        result = cached_result(entry, "semantic", created_at, now, routing=routing, similarity=similarity)
+        store.update(job_id, **finished_fields(result, now))
+        return result
+
+    def lookup(self, job: dict, tier: str, embedding: np.ndarray) -> tuple[Optional[tuple[dict, float]], Optional[str]]:
+        """((entry, similarity), None) on a hit; (None, guard's reason or None) on a miss."""
+        namespace = semantic_namespace(job, served_models()[tier], tier, len(embedding))
+        rejected = None
+        for member, similarity in self.mirror.nearest(embedding, namespace, CANDIDATES):
+            if similarity < self.threshold:
+                break
+            entry = self.index.get(member)
+            if entry is None:
+                self.mirror.forget(member)
+                continue
+            if not _fits_budget(entry, job["max_tokens"]):
+                continue
+            rejected = mismatch(job["prompt"], entry["prompt"])
+            if rejected is None:
+                return (entry, similarity), None
+        return None, rejected
+
+    def store(self, job_id: str, job: dict, result: dict) -> None:
+        """Keep a generated answer with the embedding its routing task parked."""
+        vector = self.redis.getdel(self._pending_key(job_id))
+        if vector is not None:
+            self.add(job, result, np.frombuffer(vector, dtype=np.float32))
+
+    def add(self, job: dict, result: dict, embedding: np.ndarray) -> None:
+        """Keep `result` as the answer to `job`, found by `embedding`."""
+        if not self.cacheable(job) or not storable(result):
+            return
+        namespace = semantic_namespace(job, result["model_used"], result["tier"], len(embedding))
+        member = f"{namespace}:{uuid.uuid4().hex[:16]}"
+        self.index.put(member, entry_from_result(job, result), np.asarray(embedding, dtype=np.float32).tobytes())
+
+
+def _fits_budget(entry: dict, max_tokens: int) -> bool:
+    """An answer cut at the same budget, or one that ended by itself within this budget."""
+    return entry["max_tokens"] == max_tokens or (entry["finish_reason"] == "stop" and entry["tokens"] < max_tokens)
+
+
+_cache: Optional[SemanticCache] = None
+_lock = threading.Lock()
+
+
+def semantic_cache() -> SemanticCache:
+    """The process-wide semantic cache, on the job store's Redis."""
+    global _cache
+    with _lock:
+        if _cache is None:
+            from tasks.jobs import job_store
+
+            _cache = SemanticCache.from_env(job_store().redis)
+        return _cache

@@ -1,0 +1,1 @@
+"""Observability: StatsD metrics from Celery signals and Flask hooks, and `make stats`."""
