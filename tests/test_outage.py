@@ -42,8 +42,8 @@ def private_stack(artifacts_dir):
     holder = {"redis": redis_server(port, log_dir)}
     web_port = free_port()
     web = subprocess.Popen(
-        [os.path.join(sys.prefix, "bin", "gunicorn"), "--no-control-socket", "--worker-class", "gthread", "--workers", "1", "--threads",
-         "8", "--bind", f"127.0.0.1:{web_port}", "wsgi:app"],
+        [os.path.join(sys.prefix, "bin", "gunicorn"), "--no-control-socket", "--worker-class", "gthread",
+         "--workers", "1", "--threads", "8", "--bind", f"127.0.0.1:{web_port}", "wsgi:app"],
         cwd=ROOT, env={**os.environ, "REDIS_URL": redis_url, "WAIT_TIMEOUT_S": "300"},
         stdout=open(log_dir / "outage-web.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{web_port}"

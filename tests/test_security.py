@@ -17,6 +17,7 @@ from helpers import wait_for_job
 from tasks.jobs import job_store
 from test_api_validation import assert_json_error
 from webapp.apikeys import KEYS_HASH
+from workerctl import wait_until
 
 
 @pytest.fixture()
@@ -141,8 +142,13 @@ def test_no_prompt_or_key_in_logs_at_info(keyed_app, client, caplog, artifacts_d
                                                               "max_tokens": 4}).get_json()["id"])
     assert view["status"] == "succeeded"
 
-    worker_logs = "".join(p.read_text(errors="replace") for p in (artifacts_dir / "logs").glob("*.log"))
-    assert f"tasks.small.generate[{view['id']}] succeeded" in worker_logs
+    def read_worker_logs() -> str:
+        return "".join(p.read_text(errors="replace") for p in (artifacts_dir / "logs").glob("*.log"))
+
+    # Celery logs the success just after the job record says so.
+    worker_logs = wait_until(lambda: (logs := read_worker_logs()) and
+                             f"tasks.small.generate[{view['id']}] succeeded" in logs and logs, 60,
+                             "the success log line")
     for text, where in ((caplog.text, "web app log"), (worker_logs, "worker logs")):
         assert marker not in text, f"prompt text in the {where}"
         assert key not in text, f"API key in the {where}"
