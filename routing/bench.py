@@ -72,8 +72,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         for r in results:
             label = "unbatched" if r["max_batch"] == 1 else f"batched (max {r['max_batch']})"
-            print(f"{r['backend']:<6}{label:<18} {r['prompts']} prompts, {r['threads']} threads: {r['prompts_per_s']:>6} prompts/s, "
-                  f"mean batch {r['mean_batch']}, CPU {r['cpu_ms_per_prompt']} ms/prompt, per-call p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
+            print(f"{r['backend']:<6}{label:<18} {r['prompts']} prompts, {r['threads']} threads: "
+                  f"{r['prompts_per_s']:>6} prompts/s, mean batch {r['mean_batch']}, "
+                  f"CPU {r['cpu_ms_per_prompt']} ms/prompt, per-call p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
     return 0
 
 

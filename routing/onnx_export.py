@@ -36,7 +36,8 @@ def export(model_path: str, target: Path) -> None:
     """Write the graph to `target` atomically; ValueError if the model is not mean-pooled or the graph disagrees."""
     reference = SentenceTransformer(model_path, device="cpu")
     modules = [type(module).__name__ for module in reference]
-    if modules != ["Transformer", "Pooling", "Normalize"] or reference[1].get_config_dict().get("pooling_mode") != "mean":
+    pooling = reference[1].get_config_dict().get("pooling_mode") if len(modules) > 1 else None
+    if modules != ["Transformer", "Pooling", "Normalize"] or pooling != "mean":
         raise ValueError(f"{model_path} is not a mean-pooled, normalised model ({modules}); "
                          f"use EMBEDDING_BACKEND=torch")
     sample = reference.tokenizer(CHECK_SENTENCES, padding=True, return_tensors="pt")
