@@ -75,7 +75,8 @@ def format_report(report: dict) -> str:
     if "intent_accuracy" in report:
         lines.append(f"intent accuracy    {report['intent_accuracy']:.3f}")
     for tier in TIERS:
-        lines.append(f"{tier:<6} precision   {_fmt(report[tier + '_precision'])}   recall {_fmt(report[tier + '_recall'])}")
+        precision, recall = report[f"{tier}_precision"], report[f"{tier}_recall"]
+        lines.append(f"{tier:<6} precision   {_fmt(precision)}   recall {_fmt(recall)}")
     lines.append(f"routed to small    {report['small_share']:.1%}")
     if "p50_ms" in report:
         lines.append(f"latency            p50 {report['p50_ms']:.1f} ms   p99 {report['p99_ms']:.1f} ms"

@@ -28,7 +28,9 @@ def get_router() -> Router:
     global _live
     with _live_lock:
         if _live is None:
-            _live = LiveRouter(Embedder().encode)
+            embedder = Embedder()
+            embedder.encode(["warm up"])  # load the model now (worker warm-up calls this), not on a job
+            _live = LiveRouter(embedder.encode)
     return _live.get()
 
 

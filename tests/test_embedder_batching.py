@@ -79,3 +79,19 @@ def test_a_failed_forward_pass_reaches_every_caller_in_it():
     for t in threads:
         t.join(timeout=30)
     assert errors == ["model fell over"] * 3
+
+
+def test_onnx_and_torch_backends_give_the_same_vectors(embedder):
+    assert embedder.backend == "onnx", "onnxruntime is the default backend"
+    long_prompt = "please explain " + "in great detail " * 40 + "how a compiler works"
+    texts = PROMPTS + [long_prompt]
+    onnx = embedder.encode(texts)
+    torch = Embedder(backend="torch").encode(texts)
+    assert onnx.shape == torch.shape == (len(texts), 384)
+    assert float((onnx * torch).sum(axis=1).min()) > 0.9999
+
+
+def test_unknown_backend_is_refused(monkeypatch):
+    monkeypatch.setenv("EMBEDDING_BACKEND", "tensorflow")
+    with pytest.raises(ValueError, match="EMBEDDING_BACKEND"):
+        Embedder()

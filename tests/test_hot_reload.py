@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 import conftest
-from conftest import ROOT, start_worker, stop_process, wait_for_queues
+from conftest import start_worker, stop_process, wait_for_queues
 from helpers import wait_for_job
 from routing.embedder import Embedder
 from routing.intents import INTENTS_FILE

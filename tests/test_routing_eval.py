@@ -90,9 +90,14 @@ def test_evaluate_refuses_a_bad_data_file(tmp_path, capsys):
 
 
 def test_labelled_split_reproduces_the_shipped_dev_and_test_files():
-    dev, test = split_dev_test(load_labelled(ROOT / "routing/data/labelled.jsonl"))
-    assert sorted(r["prompt"] for r in dev) == sorted(r["prompt"] for r in load_labelled(ROOT / "routing/data/dev.jsonl"))
-    assert sorted(r["prompt"] for r in test) == sorted(r["prompt"] for r in load_labelled(ROOT / "routing/data/test.jsonl"))
+    data = ROOT / "routing" / "data"
+    dev, test = split_dev_test(load_labelled(data / "labelled.jsonl"))
+    assert _prompts(dev) == _prompts(load_labelled(data / "dev.jsonl"))
+    assert _prompts(test) == _prompts(load_labelled(data / "test.jsonl"))
+
+
+def _prompts(rows: list[dict]) -> list[str]:
+    return sorted(row["prompt"] for row in rows)
 
 
 def test_fit_thresholds_keeps_large_recall_and_breaks_ties_to_the_safe_side():
