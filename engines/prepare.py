@@ -1,6 +1,7 @@
-"""`python -m engines.prepare`: convert the tiers' models once, so workers start fast."""
+"""`python -m engines.prepare`: convert the tiers' models (and export the embedding graph) once, so workers start fast."""
 from __future__ import annotations
 
+import os
 import sys
 
 from engines.models import TIERS, resolve_model
@@ -10,6 +11,11 @@ def main() -> int:
     for tier in TIERS:
         spec = resolve_model(tier, progress=lambda line: print(f"[{tier}] {line}", flush=True))
         print(f"[{tier}] ready: {spec.model_id} at {spec.load_path}", flush=True)
+    if os.environ.get("EMBEDDING_BACKEND", "onnx") == "onnx":
+        from routing.embedder import embedding_model_path, onnx_model_path
+
+        print("[embedding] preparing the ONNX graph (exported once, about 30 s the first time)", flush=True)
+        print(f"[embedding] ready: {onnx_model_path(embedding_model_path())}", flush=True)
     return 0
 
 
