@@ -16,14 +16,14 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Optional
 
-# Spelled-out contractions first, so that their "not" counts as a negation.
-CONTRACTIONS = (
+# Contractions are spelled out first, so that their "not" counts as a negation.
+CONTRACTIONS = tuple((re.compile(pattern), replacement) for pattern, replacement in (
     (r"\bwon't\b", "will not"), (r"\bcan't\b", "can not"), (r"\bshan't\b", "shall not"),
     (r"n't\b", " not"), (r"'re\b", " are"), (r"'m\b", " am"), (r"'ll\b", " will"),
     (r"'ve\b", " have"), (r"'d\b", " would"), (r"'s\b", ""),
     (r"\bcannot\b", "can not"), (r"\bim\b", "i am"), (r"\bwhats\b", "what is"), (r"\bdont\b", "do not"),
     (r"\bdoesnt\b", "does not"), (r"\bisnt\b", "is not"), (r"\bcant\b", "can not"), (r"\bwont\b", "will not"),
-)
+))
 # Ways of asking that carry no content; removed as whole phrases.
 FRAMES = (
     "can you please", "could you please", "would you please", "can you", "could you", "would you",
@@ -43,6 +43,11 @@ TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
 NUMBER_WORDS = {**{w: i for i, w in enumerate(UNITS)}, **{w: 10 * i for i, w in enumerate(TENS, 2)}}
 SCALES = {"hundred": 100, "thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
 SYNONYMS = {"percent": "%", "per cent": "%"}
+# Frames, question forms and synonyms in one pass; longer phrases first, whole words only.
+REWRITES = {**dict.fromkeys(FRAMES, ""), **dict(QUESTION_FORMS), **SYNONYMS}
+REWRITE = re.compile(
+    r"(?<!\S)(?:" + "|".join(re.escape(p) for p in sorted(REWRITES, key=len, reverse=True)) + r")(?!\S)"
+)
 TOKEN = re.compile(
     r"\d+(?:[.,]\d+)*(?:st|nd|rd|th)?"          # numbers, 1,000 and 3.5 and 21st
     r"|[^\W\d_][\w]*(?:[.'\-][\w]+)*(?:\+\+|#)?"  # words, node.js, e-mail, c++, c#
@@ -63,10 +68,8 @@ def signature(prompt: str) -> PromptSignature:
     """Reduce a prompt to the parts that decide its answer."""
     text = unicodedata.normalize("NFKC", prompt).replace("\u2019", "'").casefold()
     for pattern, replacement in CONTRACTIONS:
-        text = re.sub(pattern, replacement, text)
-    words = " ".join(TOKEN.findall(text))
-    for phrase, replacement in [*((f, "") for f in FRAMES), *QUESTION_FORMS, *SYNONYMS.items()]:
-        words = re.sub(rf"(?<!\S){re.escape(phrase)}(?!\S)", replacement, words)
+        text = pattern.sub(replacement, text)
+    words = REWRITE.sub(lambda match: REWRITES[match.group()], " ".join(TOKEN.findall(text)))
     numbers, negations, content = [], 0, []
     for token, value in _merge_number_words(words.split()):
         if value is not None:

@@ -18,6 +18,21 @@ def free_udp_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_cached(body: dict, timeout: float = 30) -> dict:
+    """The exact cache stores an answer just after the job's result is published; wait for it."""
+    from cache.exact import exact_cache
+    from cache.keys import exact_key
+    from webapp.schemas import JobRequestSchema
+
+    key = exact_key(JobRequestSchema().load(body))
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (entry := exact_cache().index.get(key)) is not None:
+            return entry
+        time.sleep(0.1)
+    raise AssertionError(f"no exact cache entry for {body}")
+
+
 def wait_for_job(client, job_id: str, timeout: float = 180) -> dict:
     """Poll the job API until the job ends; return the last view."""
     deadline = time.time() + timeout

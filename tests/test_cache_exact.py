@@ -11,22 +11,11 @@ from cache.index import BoundedIndex
 from cache.keys import exact_key
 from cache.semantic import semantic_cache
 from conftest import TEST_REDIS_URL
-from helpers import wait_for_job
+from helpers import wait_for_job, wait_until_cached
 from tasks.jobs import job_store
 from webapp.schemas import JobRequestSchema
 
 BODY = {"prompt": "Name a primary color.", "max_tokens": 4, "tier": "small"}
-
-
-def wait_until_cached(body: dict, timeout: float = 30) -> dict:
-    """The answer is stored just after the job's result is published; wait for it."""
-    key = exact_key(JobRequestSchema().load(body))
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if (entry := exact_cache().index.get(key)) is not None:
-            return entry
-        time.sleep(0.1)
-    raise AssertionError(f"no exact cache entry for {body}")
 
 
 @pytest.fixture()
@@ -96,7 +85,9 @@ def test_sampled_answers_are_not_cached(workers, client, fresh_cache):
     assert view["status"] == "succeeded"
     time.sleep(0.5)
     assert fresh_cache.index.get(exact_key(JobRequestSchema().load(body))) is None
-    assert client.post("/v1/jobs", json=body).status_code == 202
+    again = client.post("/v1/jobs", json=body)
+    assert again.status_code == 202
+    wait_for_job(client, again.get_json()["id"])
 
 
 @pytest.mark.parametrize("value", ["no", 0, None])

@@ -14,7 +14,7 @@ from collections import defaultdict
 import pytest
 
 from cache.exact import exact_cache
-from helpers import wait_for_job
+from helpers import wait_for_job, wait_until_cached
 from tasks import small
 
 pytestmark = pytest.mark.usefixtures("workers")
@@ -111,7 +111,7 @@ def test_a_generated_job_sends_every_metric_with_its_type(client, listener):
     }
     received = listener.wait_for(set(expected))
     assert types_of(received, set(expected)) == {name: {kind} for name, kind in expected.items()}
-    assert [value for value, _ in received["generation.small.tokens"]] == [result["tokens"]]
+    assert result["tokens"] in [value for value, _ in received["generation.small.tokens"]]
     wait_ms = received["task.small.generate.queue_wait"][0][0]
     assert 0 <= wait_ms <= result["latency_ms"]
 
@@ -120,10 +120,8 @@ def test_cache_lookups_are_counted(client, listener):
     body = {"prompt": "Say hello.", "max_tokens": 3, "tier": "small"}
     exact_cache().index.clear()
     wait_for_job(client, client.post("/v1/jobs", json=body).get_json()["id"])
-    for _ in range(100):  # the answer is stored just after the result is published
-        if client.post("/v1/jobs", json=body).status_code == 200:
-            break
-        time.sleep(0.1)
+    wait_until_cached(body)
+    assert client.post("/v1/jobs", json=body).status_code == 200
     received = listener.wait_for({"cache.exact.small.miss", "cache.semantic.small.miss", "cache.exact.small.hit",
                                   "http.jobs_create_job.200"})
     assert types_of(received, {"cache.exact.small.miss", "cache.exact.small.hit", "cache.semantic.small.miss"}) == {
