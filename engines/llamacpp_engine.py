@@ -34,7 +34,7 @@ def resolve_gguf(tier: str) -> tuple[str, str]:
     if not source and os.environ.get(f"{tier.upper()}_MODEL", "").strip().endswith(".gguf"):
         source = os.environ[f"{tier.upper()}_MODEL"].strip()
     if not source:
-        from engines.gguf import bundled_gguf_path
+        from engines.bundled import bundled_gguf_path
 
         source = str(bundled_gguf_path())
     path = Path(source).expanduser().resolve()

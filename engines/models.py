@@ -54,7 +54,7 @@ def resolve_model(tier: str, prepare: bool = True, progress: Callable[[str], Non
         raise ValueError(f"unknown tier {tier!r}")
     source = os.environ.get(f"{tier.upper()}_MODEL", "").strip()
     if not source:
-        from engines.gguf import bundled_gguf_path
+        from engines.bundled import bundled_gguf_path
 
         dequantize = tier == "large"
         path = _ensure_converted(bundled_gguf_path(), dequantize, progress) if prepare else _gguf_target(

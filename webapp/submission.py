@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Optional
 
-from flask import current_app
+from flask import current_app, g
 
 from cache.entries import cached_result, finished_fields
 from cache.exact import exact_cache
@@ -27,6 +27,8 @@ def submit_job(job: dict) -> dict:
     """
     job_id = uuid.uuid4().hex
     store = job_store()
+    if g.get("api_key"):
+        job = {**job, "key_id": g.api_key["id"]}  # callers with different keys never share cached answers
     cached = exact_cache().lookup(job)
     if cached is not None:
         now = time.time()
