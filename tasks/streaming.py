@@ -60,7 +60,9 @@ def follow_job(job_id: str, last_id: str = "0", timeout_s: float = 300, heartbea
     redis = job_store().redis
     deadline = time.monotonic() + timeout_s
     last_sent = time.monotonic()
-    poll_s = min(poll_s, heartbeat_s)
+    # A blocking read must return before the client's socket timeout (0.5 s in the web app).
+    socket_timeout = redis.connection_pool.connection_kwargs.get("socket_timeout") or poll_s * 2
+    poll_s = min(poll_s, heartbeat_s, socket_timeout / 2)
     block_ms = None  # the first read does not wait, so a job that has already ended answers at once
     while time.monotonic() < deadline:
         events = _read(redis, job_id, last_id, block_ms)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -73,6 +74,8 @@ def wait_for_queues(queues: list[str], timeout: float = 120) -> None:
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
     path = ROOT / "test-artifacts"
+    # Logs start empty each session: tests read them (log hygiene) and must see only this run.
+    shutil.rmtree(path / "logs", ignore_errors=True)
     (path / "logs").mkdir(parents=True, exist_ok=True)
     return path
 

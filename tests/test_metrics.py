@@ -9,6 +9,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections import defaultdict
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from cache.exact import exact_cache
 from helpers import wait_for_job, wait_until_cached
 from tasks import small
+from tasks.jobs import job_store
 
 pytestmark = pytest.mark.usefixtures("workers")
 PREFIX = os.environ["STATSD_PREFIX"]
@@ -117,7 +119,8 @@ def test_a_generated_job_sends_every_metric_with_its_type(client, listener):
 
 
 def test_cache_lookups_are_counted(client, listener):
-    body = {"prompt": "Say hello.", "max_tokens": 3, "tier": "small"}
+    # A prompt no earlier test asked, so the semantic lookup misses whatever ran before.
+    body = {"prompt": f"Say hello to visitor {uuid.uuid4().hex[:8]}.", "max_tokens": 3, "tier": "small"}
     exact_cache().index.clear()
     wait_for_job(client, client.post("/v1/jobs", json=body).get_json()["id"])
     wait_until_cached(body)
@@ -130,6 +133,8 @@ def test_cache_lookups_are_counted(client, listener):
 
 def test_task_failures_are_counted(listener):
     listener.drain()
-    small.generate.apply_async(args=[{"not": "a job"}, {}])  # run_generation fails on the malformed job
+    job_id = uuid.uuid4().hex
+    job_store().create(job_id, {"not": "a job"})  # a recorded job, so the task runs (and fails) rather than skips
+    small.generate.apply_async(args=[{"not": "a job"}, {}], task_id=job_id)  # run_generation fails on it
     received = listener.wait_for({"task.small.generate.failure"})
     assert types_of(received, {"task.small.generate.failure"}) == {"task.small.generate.failure": {"c"}}

@@ -13,7 +13,7 @@ from tasks.lifecycle import mark_job_failed
 from tasks.streaming import publish, stream_key
 from webapp import create_app
 
-DRAGON = {"prompt": "Tell me a long story about a dragon", "max_tokens": 8, "tier": "small"}
+DRAGON = {"prompt": "Tell me a long story about a dragon", "max_tokens": 8, "tier": "small", "cache": False}
 
 
 def read_stream(client, job_id: str, comments: bool = False, **headers) -> list[dict]:
