@@ -1,6 +1,7 @@
 """Submitting jobs to the routing queue and waiting for them; shared by every endpoint."""
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime, timezone
 from typing import Optional
@@ -30,13 +31,18 @@ def submit_job(job: dict) -> dict:
 
 def wait_for_job(job_id: str, timeout_s: float) -> Optional[dict]:
     """Block until the job ends or the timeout passes; return its record, or None on timeout."""
+    deadline = time.time() + timeout_s
     result = celery_app.AsyncResult(job_id)
     try:
         result.get(timeout=timeout_s, propagate=False, interval=0.05)
     except CeleryTimeout:
         result.backend.remove_pending_result(result)  # stop listening for a result nobody waits for
         return None
-    return job_store().get(job_id)
+    record = job_store().get(job_id)
+    # Celery's Redis backend waits in steps of a second, so a job that ended after the deadline can come back.
+    if record and record.get("finished_at", 0) > deadline:
+        return None
+    return record
 
 
 def iso(timestamp: float) -> str:
