@@ -107,8 +107,12 @@ class Bench:
         extra = after_run(run) if after_run and run.target == "engine in-process" else {}
         self.extra.setdefault(run.target, {})[run.clients] = extra
         details = " ".join(f"{k}={v}" for k, v in extra.items())
-        log(f"  {run.clients:>2} clients: {run.tokens} tokens in {run.wall_s:.1f}s = {run.tokens_per_s:.1f} tok/s, "
-            f"p50 {run.latency_ms(50):.0f} ms, p99 {run.latency_ms(99):.0f} ms {details}")
+        log(f"  {run.target}, {run.clients} clients: {run.tokens} tokens in {run.wall_s:.1f}s = "
+            f"{run.tokens_per_s:.1f} tok/s, p50 {run.latency_ms(50):.0f} ms, p99 {run.latency_ms(99):.0f} ms, "
+            f"{run.failures} failed, {run.retries} retries {details}")
+        for answer in run.answers:
+            if answer.error:
+                log(f"    failed: {answer.error}")
 
     def measure_cache(self, target: Platform) -> dict:
         """Ask each cache prompt twice (cache allowed); the second answer is the would-be hit."""
@@ -191,16 +195,16 @@ def markdown(bench: Bench, result: dict) -> str:
         f"| cache-hit latency, p50{cache_note} | {fmt(s['cache_hit_ms'], ' ms')} "
         f"({fmt(s['cache_hit_vs_direct_p50'])} of engine p50) | |",
         "",
-        "| target | clients | requests | tokens | tokens/s | p50 ms | p99 ms |",
-        "|---|---|---|---|---|---|---|",
+        "| target | clients | requests | failed | connection retries | tokens | tokens/s | p50 ms | p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, runs in bench.runs.items():
         for clients, run in sorted(runs.items()):
             d = run.as_dict()
             extra = bench.extra.get(name, {}).get(clients, {})
             batch = f" (mean batch {extra['mean_batch']})" if "mean_batch" in extra else ""
-            lines.append(f"| {name} | {clients} | {d['requests']} | {d['tokens']} | {d['tokens_per_s']}{batch} "
-                         f"| {d['p50_ms']:.0f} | {d['p99_ms']:.0f} |")
+            lines.append(f"| {name} | {clients} | {d['requests']} | {d['failures']} | {d['retries']} | {d['tokens']} "
+                         f"| {d['tokens_per_s']}{batch} | {d['p50_ms']:.0f} | {d['p99_ms']:.0f} |")
     if s["same_answers_as_engine"]:
         same = ", ".join(f"{k} {v}/{len(bench.latency_prompts)}" for k, v in s["same_answers_as_engine"].items())
         lines += ["", f"Same greedy answers as the in-process engine (one-at-a-time run): {same}."]

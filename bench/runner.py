@@ -26,11 +26,20 @@ class Run:
     def tokens_per_s(self) -> float:
         return self.tokens / self.wall_s if self.wall_s else 0.0
 
+    @property
+    def failures(self) -> int:
+        return sum(bool(a.error) for a in self.answers)
+
+    @property
+    def retries(self) -> int:
+        return sum(a.retries for a in self.answers)
+
     def latency_ms(self, q: float) -> float:
-        return percentile([a.latency_s * 1000 for a in self.answers], q)
+        return percentile([a.latency_s * 1000 for a in self.answers if not a.error], q)
 
     def as_dict(self) -> dict:
         return {"target": self.target, "clients": self.clients, "requests": len(self.answers),
+                "failures": self.failures, "retries": self.retries,
                 "tokens": self.tokens, "wall_s": round(self.wall_s, 2),
                 "tokens_per_s": round(self.tokens_per_s, 2),
                 "p50_ms": round(self.latency_ms(50), 1), "p99_ms": round(self.latency_ms(99), 1)}
@@ -46,7 +55,15 @@ def percentile(values: list[float], q: float) -> float:
 
 def run_clients(target: Target, prompts: list[str], clients: int, max_tokens: int) -> Run:
     """Send every prompt once through `clients` concurrent clients; time the whole batch."""
+
+    def ask(prompt: str) -> Answer:
+        started = time.perf_counter()
+        try:
+            return target.ask(prompt, max_tokens)
+        except Exception as exc:  # one failed request is a result, not the end of the benchmark
+            return Answer(time.perf_counter() - started, 0, "", error=f"{type(exc).__name__}: {exc}"[:300])
+
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=clients, thread_name_prefix="client") as pool:
-        answers = list(pool.map(lambda prompt: target.ask(prompt, max_tokens), prompts))
+        answers = list(pool.map(ask, prompts))
     return Run(target.name, clients, answers, time.perf_counter() - started)

@@ -44,6 +44,7 @@ class EngineStats:
     decode_steps: int = 0
     tokens: int = 0
     peak_batch: int = 0
+    reused_prompt_tokens: int = 0  # prompt tokens whose KV came from a cached prefix
 
     def record_step(self, batch_width: int) -> None:
         if batch_width:

@@ -10,11 +10,13 @@ converted model folder), so both backends see identical token ids.
 Needs `pip install -r requirements-llamacpp.txt` (a source build of llama.cpp).
 Settings: `<TIER>_GGUF` (default: the bundled Q4_1 file for both tiers),
 `ENGINE_SEQ_CTX` (KV tokens reserved per batch slot, default 2048),
-`ENGINE_THREADS` (default: all cores).
+`ENGINE_THREADS` (default 1: ggml's threads spin-wait for each other, and with
+several engine processes on few cores two threads ran 10-20x slower than one).
 """
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +67,8 @@ class LlamaCppEngine(ThreadedEngine):
 
         super().__init__(model_id, max_batch)
         self._llama = llama_cpp
+        # llama-cpp-python prints llama.cpp's log lines at or above this logger's level.
+        logging.getLogger("llama-cpp-python").setLevel(logging.WARNING)
         self._held: Optional[tuple] = None  # a request waiting for KV room, first in line
         folder = mlx_folder_for_gguf(Path(gguf_path))  # the tokenizer lives there
         config = _read_json(folder / "config.json")
@@ -77,7 +81,7 @@ class LlamaCppEngine(ThreadedEngine):
         if not self._model:
             raise ValueError(f"llama.cpp could not load {gguf_path}")
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self._model))
-        threads = int(os.environ.get("ENGINE_THREADS", str(os.cpu_count() or 1)))
+        threads = int(os.environ.get("ENGINE_THREADS", "1"))
         self.kv_tokens = int(os.environ.get("ENGINE_SEQ_CTX", "2048")) * max_batch
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = self.kv_tokens

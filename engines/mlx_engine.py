@@ -60,10 +60,22 @@ def expand_quantized(model: Any) -> int:
     return len(replaced)
 
 
+def _prefix_cache() -> Any:
+    entries = int(os.environ.get("ENGINE_PREFIX_CACHE", "8"))
+    if entries <= 0:
+        return None
+    from mlx_lm.models.cache import LRUPromptCache
+
+    return LRUPromptCache(max_size=entries)
+
+
 class MLXEngine(ThreadedEngine):
     """Loads an mlx-lm model once and serves many requests from mlx-lm's `BatchGenerator`.
 
     Requests join and leave the running batch between decode steps (continuous batching).
+    Finished requests leave their KV cache in an LRU (`ENGINE_PREFIX_CACHE` entries, default 8):
+    a new prompt starts from the longest cached prefix, so the chat template's system prompt,
+    shared by nearly every request, is not computed again (what mlx_lm.server does too).
     """
 
     def __init__(self, model_path: str, model_id: str, max_batch: int = 8) -> None:
@@ -71,6 +83,7 @@ class MLXEngine(ThreadedEngine):
 
         super().__init__(model_id, max_batch)
         self.model, self.tokenizer = mlx_lm.load(model_path)
+        self._prefixes = _prefix_cache()
         if should_expand_quantized() and (count := expand_quantized(self.model)):
             log.info("%s: %d quantized layers expanded to float32 for batched BLAS matmuls", model_id, count)
         self.start()
@@ -102,12 +115,28 @@ class MLXEngine(ThreadedEngine):
         while (queued := self._next_request(block)) is not None:
             block = False
             request, prompt, outbox = queued
+            cache, rest = self._reuse_prefix(prompt)
             (uid,) = generator.insert(
-                [prompt],
+                [rest],
                 max_tokens=[request.max_tokens],
+                caches=[cache],
+                all_tokens=[prompt[: len(prompt) - len(rest)]],
                 samplers=[_sampler(request.temperature)],
             )
+            self.stats.reused_prompt_tokens += len(prompt) - len(rest)
             active[uid] = self._active(request, prompt, outbox)
+
+    def _reuse_prefix(self, prompt: list[int]) -> tuple[Any, list[int]]:
+        """A copy of the KV cache of the longest cached prefix, and the prompt tokens still to process."""
+        if self._prefixes is None:
+            return None, prompt
+        from mlx_lm.models.cache import trim_prompt_cache
+
+        cache, rest = self._prefixes.fetch_nearest_cache(self.model_id, prompt)
+        if cache is not None and not rest:  # the last prompt token must run to give the first logits
+            trim_prompt_cache(cache, 1)
+            rest = prompt[-1:]
+        return cache, rest
 
     def _drop_cancelled(self, generator: Any, active: dict[int, Active]) -> None:
         cancelled = [uid for uid, entry in active.items() if entry.request.cancel.is_set()]
@@ -125,4 +154,6 @@ class MLXEngine(ThreadedEngine):
                 continue
             if response.finish_reason:
                 del active[response.uid]
+                if self._prefixes is not None and response.prompt_cache is not None:
+                    self._prefixes.insert_cache(self.model_id, response.all_tokens, response.prompt_cache)
             entry.emit(response.token, response.finish_reason)

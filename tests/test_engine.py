@@ -49,6 +49,20 @@ def test_concurrent_requests_share_decode_steps_and_keep_their_answers(large_eng
     assert steps < tokens, f"{tokens} tokens took {steps} decode steps: nothing was batched"
 
 
+def test_a_shared_prompt_prefix_is_reused_without_changing_the_answer():
+    from engines.mlx_engine import MLXEngine
+
+    spec = resolve_model("large")
+    engine = MLXEngine(spec.load_path, spec.model_id, max_batch=2)  # a fresh, empty prefix cache
+    cold = answer(engine, "Why is the sky blue?")
+    assert engine.stats.reused_prompt_tokens == 0
+    answer(engine, "Name a colour.")
+    reused = engine.stats.reused_prompt_tokens
+    assert reused > 20, "the chat template's system prompt was computed again"
+    assert answer(engine, "Why is the sky blue?") == cold
+    assert engine.stats.reused_prompt_tokens > reused
+
+
 def test_answers_stream_token_by_token(large_engine):
     request = GenerationRequest([{"role": "user", "content": "Tell me about the sea."}], 5)
     chunks = list(large_engine.generate(request))

@@ -98,3 +98,17 @@ def test_short_headless_locust_run_makes_requests_without_failures(web_server, a
     assert requests_by.get(("POST", "/generate"), 0) > 0
     assert any(method == "JOB" and count for (method, _), count in requests_by.items()), \
         "no submitted job was followed to its end"
+
+
+def test_the_run_stops_on_a_failure_ratio(tmp_path):
+    # Nothing listens on this port: every request fails, and the guard must end the run early.
+    env = {**os.environ, "LOADTEST_THINK_MIN_S": "0.1", "LOADTEST_THINK_MAX_S": "0.2"}
+    done = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", "loadtest/locustfile.py", "--headless", "--users", "3",
+         "--spawn-rate", "3", "--run-time", "300s", "--host", f"http://127.0.0.1:{free_port()}",
+         "--max-fail-ratio", "0.2", "--json-file", str(tmp_path / "stats")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "failure ratio 1.00 is above 0.20: stopping" in done.stderr
+    entries = json.loads((tmp_path / "stats.json").read_text())
+    assert sum(e["num_failures"] for e in entries) >= 10
