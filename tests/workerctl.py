@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from conftest import ROOT, start_worker
+from conftest import ROOT, start_worker, stop_process
 
 HOST = socket.gethostname()
 
@@ -74,13 +73,7 @@ def started_worker(name: str, log_dir: Path, queue: str, env: dict | None = None
 
 def stop_warm(proc: subprocess.Popen, timeout: float = 300) -> None:
     """SIGTERM (Celery's warm shutdown: running jobs finish) and wait for the exit."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    stop_process(proc, timeout)
 
 
 def wait_until_nothing_in_flight(timeout: float = 300) -> None:
