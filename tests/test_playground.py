@@ -6,6 +6,8 @@ import shutil
 import pytest
 
 from engines.models import served_models
+from cache.exact import exact_cache
+from cache.semantic import semantic_cache
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 # Without these Chromium tries network connections that fail here.
@@ -65,6 +67,9 @@ def test_a_prompt_sent_by_keyboard_streams_in_and_fills_the_panels(live_server, 
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # Earlier tests asked the same question: forget their answers, so this one streams in.
+    exact_cache().index.clear()
+    semantic_cache().index.clear()
     browser.get(f"{live_server}/")
     assert browser.title == "LLM router playground"
     flower = browser.find_element(By.PARTIAL_LINK_TEXT, "Flower")
