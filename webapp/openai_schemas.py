@@ -5,20 +5,11 @@ from typing import Any, Optional
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from webapp.schemas import StrictFloat, StrictInteger, prompt_max_chars
+from webapp.schemas import StrictBoolean, StrictFloat, StrictInteger, prompt_max_chars
 
 ROLES = ("system", "developer", "user", "assistant")
 MAX_TOKENS = validate.Range(1, 1024)
 ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
-
-
-class StrictBoolean(fields.Boolean):
-    """A JSON true or false, nothing that merely looks like one."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, bool):
-            raise ValidationError("Not a valid boolean.")
-        return value
 
 
 class MessageContent(fields.Field):
