@@ -4,14 +4,22 @@
     python -m cache.benchmark exact --url http://127.0.0.1:8000 --requests 500
 
 Both use the Redis at REDIS_URL; `semantic` works under its own key prefix and removes it
-afterwards; `exact` seeds one entry and asks the running web app for it again and again.
+afterwards; `exact` seeds one entry and asks the running web app for it again and again, from
+Python's http.client and, where Debian's `wrk` is installed, from wrk (a C client).
 """
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
+import re
+import shutil
 import statistics
+import subprocess
+import tempfile
 import time
+from typing import Optional
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -65,9 +73,33 @@ def bench_semantic(entries: int, lookups: int, dimensions: int = 384) -> dict:
         cache.index.clear()
 
 
-def bench_exact(url: str, requests_count: int) -> dict:
-    import requests
+def _post_json(connection: http.client.HTTPConnection, path: str, payload: dict) -> tuple[int, dict]:
+    connection.request("POST", path, body=json.dumps(payload), headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    return response.status, json.loads(response.read())
 
+
+def _wrk_latency(url: str, path: str, payload: dict, seconds: int) -> Optional[dict]:
+    """p50/p99 from wrk (one connection, requests back to back), or None where wrk is not installed.
+
+    A C client shows what the server takes; a Python client adds its own milliseconds.
+    """
+    if shutil.which("wrk") is None:
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(payload))}\n'
+                     'wrk.headers["Content-Type"] = "application/json"\n')
+        script.flush()
+        out = subprocess.run(["wrk", "-t1", "-c1", f"-d{seconds}s", "--latency", "-s", script.name, url + path],
+                             capture_output=True, text=True, check=True).stdout
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    found = {q: float(v) * scale[unit] for q, v, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\b", out, re.M)}
+    requests_total = re.search(r"(\d+) requests in", out)
+    return {"n": int(requests_total.group(1)) if requests_total else None,
+            "p50_ms": round(found["50"], 3), "p99_ms": round(found["99"], 3)}
+
+
+def bench_exact(url: str, requests_count: int, wrk_seconds: int = 5) -> dict:
     from cache.exact import exact_cache
     from cache.keys import exact_key
     from webapp.schemas import JobRequestSchema
@@ -83,20 +115,25 @@ def bench_exact(url: str, requests_count: int) -> dict:
     calls = {"POST /v1/jobs (hit)": ("/v1/jobs", body, 200), "POST /generate (hit)": ("/generate", body, 200),
              "baseline: POST /v1/jobs, invalid body": ("/v1/jobs", {"prompt": ""}, 400)}
     timings: dict[str, list[float]] = {name: [] for name in calls}
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=30)
     try:
-        with requests.Session() as session:
-            for _ in range(requests_count):
-                for name, (path, payload, status) in calls.items():
-                    started = time.perf_counter()
-                    response = session.post(url + path, json=payload)
-                    timings[name].append((time.perf_counter() - started) * 1000)
-                    assert response.status_code == status, response.text
-                    if status == 200:
-                        cached = response.json().get("cached") or response.json()["result"]["cached"]
-                        assert cached == "exact", response.text
+        for _ in range(requests_count):
+            for name, (path, payload, status) in calls.items():
+                started = time.perf_counter()
+                code, answer = _post_json(connection, path, payload)
+                timings[name].append((time.perf_counter() - started) * 1000)
+                assert code == status, answer
+                if status == 200:
+                    assert (answer.get("cached") or answer["result"]["cached"]) == "exact", answer
+        report = {"python http.client": {name: _percentiles(samples[10:]) for name, samples in timings.items()}}
+        if wrk_seconds > 0 and shutil.which("wrk"):
+            report["wrk"] = {name: _wrk_latency(url, path, payload, wrk_seconds)
+                             for name, (path, payload, _) in calls.items()}
+        return report
     finally:
+        connection.close()
         exact_cache().index.remove([key])
-    return {name: _percentiles(samples[10:]) for name, samples in timings.items()}  # 10 warm-up requests
 
 
 def main() -> None:
@@ -108,9 +145,10 @@ def main() -> None:
     exact = sub.add_parser("exact", help="exact-hit latency through the running web app")
     exact.add_argument("--url", default="http://127.0.0.1:8000")
     exact.add_argument("--requests", type=int, default=500)
+    exact.add_argument("--wrk-seconds", type=int, default=5, help="also measure with wrk when installed (0: no)")
     args = parser.parse_args()
     report = bench_semantic(args.entries, args.lookups) if args.which == "semantic" else bench_exact(
-        args.url.rstrip("/"), args.requests)
+        args.url.rstrip("/"), args.requests, args.wrk_seconds)
     print(json.dumps(report, indent=2))
 
 

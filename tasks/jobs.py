@@ -7,6 +7,7 @@ import time
 from typing import Any, Optional
 
 import redis
+from redis.client import Pipeline
 
 JSON_FIELDS = ("request", "routing", "result", "error")
 STATUSES = ("queued", "routing", "generating", "succeeded", "failed", "cancelled")
@@ -37,17 +38,21 @@ class JobStore:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
 
-    def create(self, job_id: str, request: dict, **fields: Any) -> dict:
-        """A new record; `fields` may set more (a job answered from the cache is born finished)."""
+    def create(self, job_id: str, request: dict, pipe: Optional[Pipeline] = None, **fields: Any) -> dict:
+        """A new record; `fields` may set more (a job answered from the cache is born finished).
+
+        Given `pipe`, the writes join it and happen when the caller executes it.
+        """
         record = {"id": job_id, "status": "queued", "created_at": time.time(), "request": request, **fields}
-        self.update(job_id, **record)
+        self.update(job_id, pipe=pipe, **record)
         return record
 
-    def update(self, job_id: str, **fields: Any) -> None:
-        pipe = self.redis.pipeline()
-        pipe.hset(_key(job_id), mapping=_encode(fields))
-        pipe.expire(_key(job_id), job_ttl_s())
-        pipe.execute()
+    def update(self, job_id: str, pipe: Optional[Pipeline] = None, **fields: Any) -> None:
+        target = self.redis.pipeline() if pipe is None else pipe
+        target.hset(_key(job_id), mapping=_encode(fields))
+        target.expire(_key(job_id), job_ttl_s())
+        if pipe is None:
+            target.execute()
 
     def advance(self, job_id: str, **fields: Any) -> bool:
         """Update a job that has not ended yet; False (and nothing written) once it has."""

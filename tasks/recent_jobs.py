@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+from typing import Optional
+
+from redis.client import Pipeline
 
 from tasks.jobs import job_store
 
@@ -12,12 +15,13 @@ def recent_jobs_max() -> int:
     return int(os.environ.get("RECENT_JOBS_MAX", "100"))
 
 
-def remember_job(job_id: str) -> None:
-    """Put the job at the head of the list and drop the oldest beyond the cap."""
-    pipe = job_store().redis.pipeline(transaction=False)
-    pipe.lpush(RECENT_KEY, job_id)
-    pipe.ltrim(RECENT_KEY, 0, recent_jobs_max() - 1)
-    pipe.execute()
+def remember_job(job_id: str, pipe: Optional[Pipeline] = None) -> None:
+    """Put the job at the head of the list and drop the oldest beyond the cap (in `pipe`, when given)."""
+    target = job_store().redis.pipeline(transaction=False) if pipe is None else pipe
+    target.lpush(RECENT_KEY, job_id)
+    target.ltrim(RECENT_KEY, 0, recent_jobs_max() - 1)
+    if pipe is None:
+        target.execute()
 
 
 def recent_jobs(limit: int) -> list[dict]:

@@ -32,17 +32,23 @@ def submit_job(job: dict) -> dict:
     cached = exact_cache().lookup(job)
     if cached is not None:
         now = time.time()
-        record = store.create(job_id, job, **finished_fields(cached_result(cached, "exact", now, now), now))
-        remember_job(job_id)
-        return record
+        return _record(job_id, job, **finished_fields(cached_result(cached, "exact", now, now), now))
     ensure_capacity(store.redis, job, current_app.config["QUEUE_LIMITS"], current_app.config["QUEUE_RETRY_AFTER_S"])
-    record = store.create(job_id, job)
-    remember_job(job_id)
+    record = _record(job_id, job)
     try:
         route.apply_async(args=[job], task_id=job_id, retry_policy=PUBLISH_RETRY, priority=job_priority(job))
     except Exception:
         store.delete(job_id)
         raise
+    return record
+
+
+def _record(job_id: str, job: dict, **fields) -> dict:
+    """Create the job record and list it among the recent jobs, in one round trip to Redis."""
+    pipe = job_store().redis.pipeline()
+    record = job_store().create(job_id, job, pipe=pipe, **fields)
+    remember_job(job_id, pipe)
+    pipe.execute()
     return record
 
 
