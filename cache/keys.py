@@ -37,7 +37,7 @@ def scope(job: dict) -> str:
 @functools.lru_cache(maxsize=1)
 def served_models() -> dict[str, str]:
     """Model id per tier; read once, since changing a model means restarting the processes."""
-    from engines.models import served_models as resolve
+    from engines.provider import served_models as resolve
 
     return resolve()
 

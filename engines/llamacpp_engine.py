@@ -1,4 +1,4 @@
-"""An optional llama.cpp engine (`ENGINE_BACKEND=llamacpp`): continuous batching over llama.cpp sequences.
+"""The llama.cpp engine (the default off Apple Silicon): continuous batching over llama.cpp sequences.
 
 One thread owns a llama.cpp context with one KV sequence per batch slot. Each
 decode call carries the next token of every generating request plus prompt
@@ -7,8 +7,8 @@ between steps as with the MLX engine. The prompt is built and the answer
 decoded by the same Hugging Face tokenizer as on the MLX path (the tier's
 converted model folder), so both backends see identical token ids.
 
-Needs `pip install -r requirements-llamacpp.txt` (a source build of llama.cpp).
-Settings: `<TIER>_GGUF` (default: the bundled Q4_1 file for both tiers),
+Needs llama-cpp-python (`make install` builds it: deploy/install-llamacpp.sh).
+Which file each tier runs: engines/llamacpp_models.py. Settings:
 `ENGINE_SEQ_CTX` (KV tokens reserved per batch slot, default 2048),
 `ENGINE_THREADS` (default 1: ggml's threads spin-wait for each other, and with
 several engine processes on few cores two threads ran 10-20x slower than one).
@@ -16,7 +16,6 @@ several engine processes on few cores two threads ran 10-20x slower than one).
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,25 +23,11 @@ from typing import Optional
 
 import numpy as np
 
+from engines.llamacpp_models import quiet_llama_logs
 from engines.models import mlx_folder_for_gguf
 from engines.threaded import Active, ThreadedEngine
 
 PREFILL_CHUNK = 512  # prompt tokens per decode call, shared by the sequences being prefilled
-
-
-def resolve_gguf(tier: str) -> tuple[str, str]:
-    """The GGUF file llama.cpp runs for `tier`, and the model id clients see."""
-    source = os.environ.get(f"{tier.upper()}_GGUF", "").strip()
-    if not source and os.environ.get(f"{tier.upper()}_MODEL", "").strip().endswith(".gguf"):
-        source = os.environ[f"{tier.upper()}_MODEL"].strip()
-    if not source:
-        from engines.bundled import bundled_gguf_path
-
-        source = str(bundled_gguf_path())
-    path = Path(source).expanduser().resolve()
-    if not path.is_file():
-        raise FileNotFoundError(f"{tier.upper()}_GGUF={source!r} is not a file")
-    return str(path), f"{path.stem}-llamacpp"
 
 
 @dataclass
@@ -61,16 +46,16 @@ class _Sequence:
 class LlamaCppEngine(ThreadedEngine):
     """The engine interface over llama.cpp's batched decoding."""
 
-    def __init__(self, gguf_path: str, model_id: str, max_batch: int = 8) -> None:
+    def __init__(self, gguf_path: str, model_id: str, max_batch: int = 8,
+                 tokenizer_gguf: Optional[Path] = None) -> None:
         import llama_cpp
         from mlx_lm.utils import load_tokenizer
 
         super().__init__(model_id, max_batch)
         self._llama = llama_cpp
-        # llama-cpp-python prints llama.cpp's log lines at or above this logger's level.
-        logging.getLogger("llama-cpp-python").setLevel(logging.WARNING)
+        quiet_llama_logs()
         self._held: Optional[tuple] = None  # a request waiting for KV room, first in line
-        folder = mlx_folder_for_gguf(Path(gguf_path))  # the tokenizer lives there
+        folder = mlx_folder_for_gguf(tokenizer_gguf or Path(gguf_path))  # the tokenizer lives there
         config = _read_json(folder / "config.json")
         self.tokenizer = load_tokenizer(folder, eos_token_ids=config.get("eos_token_id"))
         self._stop_tokens = set(self.tokenizer.eos_token_ids)

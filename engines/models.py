@@ -71,8 +71,3 @@ def resolve_model(tier: str, prepare: bool = True, progress: Callable[[str], Non
     if re.fullmatch(r"[\w.-]+/[\w.-]+", source):
         return ModelSpec(tier, source, source)  # a hub repo id: mlx-lm downloads it on load
     raise ValueError(f"{tier.upper()}_MODEL={source!r} is neither a folder, a .gguf file nor a repo id")
-
-
-def served_models() -> dict[str, str]:
-    """Model id per tier, without converting or loading anything."""
-    return {tier: resolve_model(tier, prepare=False).model_id for tier in TIERS}

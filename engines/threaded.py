@@ -74,6 +74,8 @@ class ThreadedEngine:
                 item = outbox.get()
                 if isinstance(item, BaseException):
                     raise item
+                if request.cancel.is_set() and not item.finish_reason:
+                    continue  # decoded before the engine saw the cancel: not delivered after it
                 yield item
                 if item.finish_reason:
                     return

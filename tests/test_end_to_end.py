@@ -1,8 +1,9 @@
-"""The whole path on real parts: Flask -> routing worker -> tier worker -> MLX model -> Redis."""
+"""The whole path on real parts: Flask -> routing worker -> tier worker -> the engine's model -> Redis."""
 from __future__ import annotations
 
 import pytest
 
+from engines.provider import served_models
 from helpers import wait_for_job
 
 pytestmark = pytest.mark.usefixtures("workers")
@@ -31,7 +32,7 @@ def test_submit_and_poll_lands_on_its_queue(client, prompt, tier, queue):
     assert result["response"].strip(), "the model produced no text"
     assert 1 <= result["tokens"] <= 6
     assert result["cached"] is False
-    assert result["model_used"].endswith("q4" if tier == "small" else "fp32")
+    assert result["model_used"] == served_models()[tier]
     for field in ("latency_ms", "queue_ms"):
         assert result[field] >= 0
     assert result["latency_ms"] >= result["queue_ms"]
@@ -43,7 +44,7 @@ def test_synchronous_generate_answers_with_real_model_text(client):
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
     assert "Paris" in body["response"]
-    assert body["model_used"] == "SmolLM2-135M-Instruct-q4"
+    assert body["model_used"] == served_models()["small"]
     assert body["routing"]["rule"] == "forced"
     for field in ("latency_ms", "intent", "score", "cached"):
         assert field in body

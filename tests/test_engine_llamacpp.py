@@ -1,25 +1,31 @@
-"""The optional llama.cpp backend on the bundled GGUF: answers, batching, cancellation, KV limits.
+"""The llama.cpp engine on the bundled model: answers, agreement with MLX, batching, cancellation, KV limits.
 
-Skipped where llama-cpp-python is not installed (it is not in the default install).
+Skipped where llama-cpp-python is not installed (`make install` builds it off Apple Silicon).
 """
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("llama_cpp")
 
 from engines.base import GenerationRequest  # noqa: E402
-from engines.llamacpp_engine import LlamaCppEngine, resolve_gguf  # noqa: E402
+from engines.llamacpp_engine import LlamaCppEngine  # noqa: E402
+from engines.llamacpp_models import resolve_gguf  # noqa: E402
 
 PROMPTS = ["What is the capital of France?", "Name a colour.", "Say hi to Sam.", "Count to three."]
 
 
+def engine_for(tier: str, max_batch: int) -> LlamaCppEngine:
+    spec = resolve_gguf(tier)
+    return LlamaCppEngine(spec.path, spec.model_id, max_batch, spec.tokenizer_gguf)
+
+
 @pytest.fixture(scope="module")
 def engine():
-    path, model_id = resolve_gguf("small")
-    return LlamaCppEngine(path, model_id, max_batch=4)
+    return engine_for("small", 4)
 
 
 def ask(engine, prompt: str, max_tokens: int = 8) -> list:
@@ -30,8 +36,7 @@ def ask(engine, prompt: str, max_tokens: int = 8) -> list:
 def test_answers_as_llama_cpp_python_itself_does_token_by_token(engine, prompt):
     from llama_cpp import Llama
 
-    path, _ = resolve_gguf("small")
-    reference = Llama(path, n_ctx=256, n_threads=1, verbose=False).create_chat_completion(
+    reference = Llama(resolve_gguf("small").path, n_ctx=256, n_threads=1, verbose=False).create_chat_completion(
         [{"role": "user", "content": prompt}], max_tokens=8, temperature=0)["choices"][0]["message"]["content"]
     chunks = ask(engine, prompt)
     assert "".join(c.text for c in chunks) == reference and reference.strip()
@@ -65,7 +70,55 @@ def test_a_reader_that_stops_early_frees_its_slot(engine):
 
 def test_a_request_larger_than_the_kv_cache_is_refused(monkeypatch):
     monkeypatch.setenv("ENGINE_SEQ_CTX", "32")
-    path, model_id = resolve_gguf("small")
-    small = LlamaCppEngine(path, model_id, max_batch=1)
+    small = engine_for("small", 1)
     with pytest.raises(ValueError, match="exceed the engine's 32 KV tokens"):
         ask(small, "What is the capital of France?", 16)
+
+
+def test_the_large_tier_answers_exactly_as_the_mlx_float32_tier():
+    """Same weights, same tokenizer, float32 activations: greedy decoding agrees token for token."""
+    from engines.mlx_engine import MLXEngine
+    from engines.models import resolve_model
+
+    spec = resolve_model("large")
+    mlx, llama = MLXEngine(spec.load_path, spec.model_id, max_batch=2), engine_for("large", 2)
+    for prompt in ["What is the capital of France?", "Tell me about the sea.", "How many legs does a spider have?"]:
+        tokens = [[c.token for c in ask(e, prompt, 16) if c.finish_reason != "stop"] for e in (mlx, llama)]
+        assert len(tokens[0]) >= 5 and tokens[0] == tokens[1], prompt
+
+
+def test_tiers_run_the_bundled_weights_expanded_once(monkeypatch, tmp_path):
+    from engines.bundled import bundled_gguf_path
+
+    monkeypatch.setenv("MODELS_DIR", str(tmp_path))
+    monkeypatch.setenv("SMALL_GGUF_TYPE", "bf16")
+    spec = resolve_gguf("small")
+    assert spec.path == str(tmp_path / f"{bundled_gguf_path().stem}-bf16.gguf")
+    assert spec.model_id == "SmolLM2-135M-Instruct-bf16-llamacpp"
+    made = Path(spec.path).stat().st_mtime_ns
+    assert resolve_gguf("small").path == spec.path and Path(spec.path).stat().st_mtime_ns == made  # made once
+    assert [p.name for p in tmp_path.iterdir()] == [Path(spec.path).name]  # nothing partial left over
+    assert "Paris" in "".join(c.text for c in ask(engine_for("small", 1), "What is the capital of France?", 12))
+
+    monkeypatch.setenv("SMALL_GGUF_TYPE", "q4_1")
+    assert resolve_gguf("small").path == str(bundled_gguf_path())
+    monkeypatch.setenv("SMALL_GGUF_TYPE", "q3_k")
+    with pytest.raises(ValueError, match="SMALL_GGUF_TYPE='q3_k'"):
+        resolve_gguf("small")
+
+
+def test_the_default_backend_is_llama_cpp_off_apple_silicon_and_mlx_on_it(monkeypatch):
+    import platform
+    import sys
+
+    from engines.provider import backend_name
+
+    monkeypatch.delenv("ENGINE_BACKEND", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert backend_name() == "llamacpp"
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setattr(platform, "machine", lambda: "arm64")
+    assert backend_name() == "mlx"
+    monkeypatch.setenv("ENGINE_BACKEND", "mlx")
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert backend_name() == "mlx"

@@ -7,7 +7,7 @@ import openai
 import pytest
 import requests
 
-from engines.models import served_models
+from engines.provider import served_models
 from helpers import iter_sse
 from tasks.jobs import job_store
 from workerctl import wait_until

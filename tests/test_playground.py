@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from engines.models import served_models
+from engines.provider import served_models
 from cache.exact import exact_cache
 from cache.semantic import semantic_cache
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Iterator
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from engines.models import TIERS, resolve_model, served_models
+from engines.models import TIERS
+from engines.provider import served_models, served_spec
 from tasks.jobs import job_store
 from tasks.streaming import FINISHED, StreamEvent
 from webapp.errors import APIError
@@ -171,10 +171,9 @@ def model_entries() -> list[dict]:
     """The served models (one per tier), then the routing aliases."""
     entries = []
     for tier in TIERS:
-        spec = resolve_model(tier, prepare=False)
-        path = Path(spec.load_path)
+        model_id, path = served_spec(tier)
         created = int(path.stat().st_mtime) if path.exists() else 0
-        entries.append({"id": spec.model_id, "object": "model", "created": created, "owned_by": "local",
+        entries.append({"id": model_id, "object": "model", "created": created, "owned_by": "local",
                         "tier": tier})
     for alias in ROUTING_MODELS:
         entries.append({"id": alias, "object": "model", "created": 0, "owned_by": "router", "tier": alias})

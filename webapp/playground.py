@@ -5,7 +5,7 @@ import os
 
 from flask import Blueprint, current_app, render_template
 
-from engines.models import served_models
+from engines.provider import served_models
 
 bp = Blueprint("playground", __name__)
 

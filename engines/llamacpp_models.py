@@ -1,0 +1,99 @@
+"""Which GGUF file llama.cpp runs for each tier: a file you name, or the bundled model at the tier's precision.
+
+llama.cpp runs the bundled Q4_1 file as is with 8-bit activations, which costs a 135M model
+its answers (asked for the capital of France it says "L'Étoile"). So by default each tier runs
+the bundled weights expanded once, by llama.cpp's own quantizer, into MODELS_DIR:
+- small: float16 (half the memory; the same greedy answers as float32 on our checks);
+- large: float32 (the same weights, and the same greedy answers, as the MLX float32 tier).
+
+`<TIER>_GGUF_TYPE` picks another: f32, f16, bf16, q8_0, or q4_1 (the bundled file as it is).
+`<TIER>_GGUF` (or a `<TIER>_MODEL` ending in .gguf) names a file, which runs as it is.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from engines.models import DEFAULT_MODEL_NAME, models_dir
+
+DEFAULT_TYPES = {"small": "f16", "large": "f32"}
+SOURCE_TYPE = "q4_1"  # the bundled file's own type: no conversion
+GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", SOURCE_TYPE)
+
+
+@dataclass(frozen=True)
+class GGUFSpec:
+    """What a llama.cpp engine loads for a tier."""
+
+    path: str
+    model_id: str
+    tokenizer_gguf: Path  # its tokenizer and chat template come from this file's MLX folder
+
+
+def quiet_llama_logs() -> None:
+    """llama-cpp-python prints llama.cpp's log lines at or above this logger's level."""
+    logging.getLogger("llama-cpp-python").setLevel(logging.WARNING)
+
+
+def gguf_type(tier: str) -> str:
+    name = os.environ.get(f"{tier.upper()}_GGUF_TYPE", "").strip().lower() or DEFAULT_TYPES[tier]
+    if name not in GGUF_TYPES:
+        raise ValueError(f"{tier.upper()}_GGUF_TYPE={name!r}: choose one of {', '.join(GGUF_TYPES)}")
+    return name
+
+
+def resolve_gguf(tier: str, prepare: bool = True) -> GGUFSpec:
+    """The GGUF file llama.cpp runs for `tier` (expanding the bundled one when `prepare`), and the id clients see."""
+    named = _named_gguf(tier)
+    if named is not None:
+        return GGUFSpec(str(named), f"{named.stem}-llamacpp", named)
+    from engines.bundled import bundled_gguf_path
+
+    source = bundled_gguf_path()
+    kind = gguf_type(tier)
+    path = source if kind == SOURCE_TYPE else expanded_gguf(source, kind) if prepare else _expanded_path(source, kind)
+    return GGUFSpec(str(path), f"{DEFAULT_MODEL_NAME}-{kind}-llamacpp", source)
+
+
+def _named_gguf(tier: str) -> Path | None:
+    source = os.environ.get(f"{tier.upper()}_GGUF", "").strip()
+    if not source and os.environ.get(f"{tier.upper()}_MODEL", "").strip().endswith(".gguf"):
+        source = os.environ[f"{tier.upper()}_MODEL"].strip()
+    if not source:
+        return None
+    path = Path(source).expanduser().resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"{tier.upper()}_GGUF={source!r} is not a file")
+    return path
+
+
+def _expanded_path(source: Path, kind: str) -> Path:
+    return models_dir() / f"{source.stem}-{kind}.gguf"
+
+
+def expanded_gguf(source: Path, kind: str) -> Path:
+    """`source` rewritten with weights of type `kind`, made once (written aside, then renamed into place)."""
+    import llama_cpp
+
+    quiet_llama_logs()
+    target = _expanded_path(source, kind)
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = {"f32": llama_cpp.LLAMA_FTYPE_ALL_F32, "f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16,
+                    "bf16": llama_cpp.LLAMA_FTYPE_MOSTLY_BF16, "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0}[kind]
+    params.allow_requantize = True  # the source is quantized: expand it
+    params.nthread = os.cpu_count() or 1
+    try:
+        code = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), params)
+        if code != 0:
+            raise RuntimeError(f"llama.cpp could not write {kind} weights for {source} (code {code})")
+        os.replace(partial, target)  # two processes may race here; either result is the same file
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
