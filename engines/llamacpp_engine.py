@@ -28,6 +28,7 @@ from engines.models import mlx_folder_for_gguf
 from engines.threaded import Active, ThreadedEngine
 
 PREFILL_CHUNK = 512  # prompt tokens per decode call, shared by the sequences being prefilled
+MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a KV copy
 
 
 @dataclass
@@ -36,11 +37,54 @@ class _Sequence:
 
     entry: Active
     slot: int
+    prompt: list[int]
     pending: list[int]  # tokens still to feed: the prompt, then each sampled token
     reserved: int  # KV tokens it may use: prompt + max_tokens
     position: int = 0
     generated: int = 0
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
+
+
+class _SharedPrefix:
+    """The prompt prefix that requests share (the chat template's system prompt, a common
+    instruction), kept in a KV sequence of its own. A new request copies the part it shares into
+    its slot (in a unified KV cache the copy shares cells) and prefills only the rest.
+
+    The first request's prompt becomes the prefix; each later request trims it to what they
+    share; a request that shares too little marks it stale, and the next prompt replaces it.
+    """
+
+    def __init__(self, llama, memory, seq_id: int) -> None:
+        self._llama, self._memory, self.seq_id = llama, memory, seq_id
+        self.tokens: list[int] = []
+        self._stale = False
+
+    def reuse(self, prompt: list[int], slot: int) -> int:
+        """Copy the shared part into `slot`; how many prompt tokens that covers (0: none)."""
+        common = next((i for i, (a, b) in enumerate(zip(self.tokens, prompt)) if a != b),
+                      min(len(self.tokens), len(prompt)))
+        usable = min(common, len(prompt) - 1)  # the last prompt token is fed for its logits
+        if usable < MIN_SHARED_PREFIX:
+            self._stale = bool(self.tokens)
+            return 0
+        if common < len(self.tokens):
+            self._llama.llama_memory_seq_rm(self._memory, self.seq_id, common, -1)
+            self.tokens = self.tokens[:common]
+        self._llama.llama_memory_seq_cp(self._memory, self.seq_id, slot, 0, usable)
+        return usable
+
+    def offer(self, prompt: list[int], slot: int) -> None:
+        """`slot` has just prefilled `prompt`: it becomes the prefix when there is none worth keeping."""
+        if self.tokens and not self._stale:
+            return
+        self.clear()
+        self._llama.llama_memory_seq_cp(self._memory, slot, self.seq_id, 0, len(prompt))
+        self.tokens = list(prompt)
+
+    def clear(self) -> None:
+        if self.tokens:
+            self._llama.llama_memory_seq_rm(self._memory, self.seq_id, -1, -1)
+        self.tokens, self._stale = [], False
 
 
 class LlamaCppEngine(ThreadedEngine):
@@ -72,7 +116,8 @@ class LlamaCppEngine(ThreadedEngine):
         params.n_ctx = self.kv_tokens
         params.n_batch = PREFILL_CHUNK + max_batch
         params.n_ubatch = params.n_batch
-        params.n_seq_max = max_batch
+        share_prefix = int(os.environ.get("ENGINE_PREFIX_CACHE", "8")) > 0
+        params.n_seq_max = max_batch + share_prefix  # the shared prefix has a sequence of its own
         params.kv_unified = True  # one KV pool: a long request may use more than an even share
         params.n_threads = params.n_threads_batch = threads
         params.no_perf = True
@@ -81,6 +126,7 @@ class LlamaCppEngine(ThreadedEngine):
             raise ValueError("llama.cpp could not create a context")
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(params.n_batch, 0, 1)
+        self._prefix = _SharedPrefix(llama_cpp, self._memory, max_batch) if share_prefix else None
         self.start()
 
     # --- engine thread -------------------------------------------------
@@ -97,11 +143,13 @@ class LlamaCppEngine(ThreadedEngine):
             for sequence in running.values():
                 sequence.entry.outbox.put(exc)
             self._llama.llama_memory_clear(self._memory, True)
+            if self._prefix:
+                self._prefix.tokens = []
             raise
 
     def _admit(self, running: dict[int, _Sequence]) -> None:
         free_slots = [s for s in range(self.max_batch) if s not in running]
-        reserved = sum(s.reserved for s in running.values())
+        reserved = sum(s.reserved for s in running.values()) + (len(self._prefix.tokens) if self._prefix else 0)
         while free_slots:
             queued, self._held = self._held or self._next_request(block=not running), None
             if queued is None:
@@ -117,7 +165,10 @@ class LlamaCppEngine(ThreadedEngine):
                 return
             slot = free_slots.pop(0)
             reserved += need
-            running[slot] = _Sequence(self._active(request, prompt, outbox), slot, list(prompt), need)
+            shared = self._prefix.reuse(prompt, slot) if self._prefix else 0
+            self.stats.reused_prompt_tokens += shared
+            running[slot] = _Sequence(self._active(request, prompt, outbox), slot, prompt, prompt[shared:], need,
+                                      position=shared)
 
     def _drop_cancelled(self, running: dict[int, _Sequence]) -> None:
         for slot in [s for s, seq in running.items() if seq.entry.request.cancel.is_set()]:
@@ -152,6 +203,8 @@ class LlamaCppEngine(ThreadedEngine):
             raise RuntimeError(f"llama_decode returned {code}")
         self.stats.record_step(len(wants_logits))
         for slot, row in wants_logits:
+            if self._prefix and running[slot].generated == 0:  # its prompt is in the KV cache now
+                self._prefix.offer(running[slot].prompt, slot)
             self._sample(running, slot, row)
 
     def _sample(self, running: dict[int, _Sequence], slot: int, row: int) -> None:

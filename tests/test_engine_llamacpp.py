@@ -122,3 +122,19 @@ def test_the_default_backend_is_llama_cpp_off_apple_silicon_and_mlx_on_it(monkey
     monkeypatch.setenv("ENGINE_BACKEND", "mlx")
     monkeypatch.setattr(sys, "platform", "linux")
     assert backend_name() == "mlx"
+
+
+def test_a_shared_prompt_prefix_is_prefilled_once_without_changing_the_answers(monkeypatch):
+    prompts = ["What is the capital of France?", "Tell me about the sea.", "What is the capital of Spain?"]
+    monkeypatch.setenv("ENGINE_PREFIX_CACHE", "0")
+    fresh = engine_for("large", 2)
+    expected = [[c.token for c in ask(fresh, p, 12)] for p in prompts]
+    assert fresh.stats.reused_prompt_tokens == 0
+    monkeypatch.setenv("ENGINE_PREFIX_CACHE", "8")
+    sharing = engine_for("large", 2)
+    answers = [[c.token for c in ask(sharing, p, 12)] for p in prompts]
+    assert answers == expected
+    first, second = (sharing.encode([{"role": "user", "content": p}]) for p in prompts[:2])
+    shared = next(i for i, (a, b) in enumerate(zip(first, second)) if a != b)  # the template's system prompt
+    assert shared >= 20
+    assert sharing.stats.reused_prompt_tokens >= 2 * shared, "the later prompts reused the system prompt"

@@ -14,6 +14,7 @@ from tasks.delivery import job_priority
 from tasks.jobs import FINAL_STATUSES, job_store
 from tasks.recent_jobs import remember_job
 from tasks.routing import route
+from tasks.streaming import follow_job
 from webapp.backpressure import ensure_capacity
 
 # Publishing must fail fast when Redis is away: the caller gets a 503, not a hang.
@@ -55,18 +56,26 @@ def _record(job_id: str, job: dict, **fields) -> dict:
 def wait_for_job(job_id: str, timeout_s: float, poll_s: float = 0.05) -> Optional[dict]:
     """Block until the job ends or the timeout passes; return its record, or None on timeout.
 
-    Polling the job record (not Celery's result pub/sub) makes a Redis that dies or hangs
-    mid-wait an error within one Redis timeout, so the caller gets its 503 at once.
+    It follows the job's token stream, so it wakes on the `final` event rather than at the next
+    poll; a job that ends without one (a cache hit, a failure, a cancel) is seen in the record
+    within `poll_s`. Every blocking read is shorter than the Redis socket timeout, so a Redis
+    that dies or hangs mid-wait is an error at once and the caller gets its 503.
     """
     store = job_store()
     deadline = time.monotonic() + timeout_s
-    while True:
+    record = store.get(job_id)
+    if record is None or record["status"] in FINAL_STATUSES:
+        return record
+    for event in follow_job(job_id, timeout_s=timeout_s, heartbeat_s=timeout_s, poll_s=poll_s):
+        if event.event in ("final", "timeout"):
+            break
+    while True:  # the generation task writes `final` a moment before it marks the job finished
         record = store.get(job_id)
         if record is None or record["status"] in FINAL_STATUSES:
             return record
         if time.monotonic() >= deadline:
             return None
-        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+        time.sleep(0.002)
 
 
 def iso(timestamp: float) -> str:
