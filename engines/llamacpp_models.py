@@ -11,11 +11,15 @@ the bundled weights expanded once, by llama.cpp's own quantizer, into MODELS_DIR
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from engines.models import DEFAULT_MODEL_NAME, models_dir
 
@@ -78,7 +82,6 @@ def expanded_gguf(source: Path, kind: str) -> Path:
     """`source` rewritten with weights of type `kind`, made once (written aside, then renamed into place)."""
     import llama_cpp
 
-    quiet_llama_logs()
     target = _expanded_path(source, kind)
     if target.is_file():
         return target
@@ -90,10 +93,30 @@ def expanded_gguf(source: Path, kind: str) -> Path:
     params.allow_requantize = True  # the source is quantized: expand it
     params.nthread = os.cpu_count() or 1
     try:
-        code = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), params)
+        with _stderr_captured() as log:
+            code = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), params)
         if code != 0:
-            raise RuntimeError(f"llama.cpp could not write {kind} weights for {source} (code {code})")
+            raise RuntimeError(f"llama.cpp could not write {kind} weights for {source} (code {code}): "
+                               f"{''.join(log)[-2000:]}")
         os.replace(partial, target)  # two processes may race here; either result is the same file
     finally:
         partial.unlink(missing_ok=True)
     return target
+
+
+@contextlib.contextmanager
+def _stderr_captured() -> Iterator[list[str]]:
+    """Collect what native code writes to stderr (llama.cpp's quantizer logs a line per tensor there,
+    past llama-cpp-python's log filter) into the yielded list, for the caller to show on failure."""
+    captured: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile("w+") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            log.seek(0)
+            captured.append(log.read())
