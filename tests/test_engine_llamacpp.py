@@ -102,6 +102,11 @@ def test_tiers_run_the_bundled_weights_expanded_once(monkeypatch, tmp_path):
 
     monkeypatch.setenv("SMALL_GGUF_TYPE", "q4_1")
     assert resolve_gguf("small").path == str(bundled_gguf_path())
+    monkeypatch.delenv("SMALL_GGUF_TYPE")
+    for native_bf16, kind in [(True, "bf16"), (False, "f16")]:
+        monkeypatch.setattr("engines.llamacpp_models.cpu_has_native_bf16", lambda: native_bf16)
+        assert resolve_gguf("small", prepare=False).model_id == f"SmolLM2-135M-Instruct-{kind}-llamacpp"
+    assert resolve_gguf("large", prepare=False).model_id == "SmolLM2-135M-Instruct-f32-llamacpp"
     monkeypatch.setenv("SMALL_GGUF_TYPE", "q3_k")
     with pytest.raises(ValueError, match="SMALL_GGUF_TYPE='q3_k'"):
         resolve_gguf("small")
