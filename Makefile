@@ -88,7 +88,7 @@ loadtest: install
 		--run-time $(DURATION) --stop-timeout 120 --host http://$(HOST):$(PORT) \
 		--html reports/loadtest.html --csv reports/loadtest --only-summary
 
-## Benchmark the engine in-process, mlx_lm.server and the platform on the same model (10-15 min);
+## Benchmark the engine in-process, mlx_lm.server and the platform on the same model (3-5 min);
 ## starts its own servers on BENCH_PORT (8870) and BENCH_MLX_PORT (8871); results into reports/.
 bench: models
 	@deploy/ensure-redis.sh
