@@ -7,9 +7,9 @@ import pytest
 from helpers import wait_for_job
 from tasks.app import app as celery_app
 from tasks.jobs import job_store
-from tasks.presence import live_workers
+from tasks.presence import heartbeat_s, live_workers
 from workerctl import (job_record, node, paused, queued_messages, started_worker, stop_warm, submit,
-                       wait_until)
+                       wait_until, wait_until_steady)
 
 pytestmark = pytest.mark.usefixtures("workers")
 
@@ -108,8 +108,9 @@ def test_high_priority_job_overtakes_queued_low_priority_ones(client):
 def test_job_falls_back_when_its_tier_has_no_live_worker(client):
     redis = job_store().redis
     with paused("large", "large-queue"):
-        wait_until(lambda: node("large") not in live_workers(redis, "large-queue"), 60,
-                   "the large tier to show no live worker")
+        wait_until_steady(lambda: node("large") not in live_workers(redis, "large-queue")
+                          and node("small") in live_workers(redis, "small-queue"), 1.5 * heartbeat_s(), 60,
+                          "no live worker on the large tier and one on the small tier")
         job_id = submit(client, prompt=LARGE_PROMPT, max_tokens=4)
         view = wait_for_job(client, job_id, timeout=300)
     assert view["status"] == "succeeded", view

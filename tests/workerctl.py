@@ -43,6 +43,25 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str, inter
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def wait_until_steady(condition: Callable[[], object], hold_s: float, timeout: float, what: str) -> None:
+    """Poll until `condition` has held for `hold_s` without a break.
+
+    Worker presence needs this: a heartbeat that read a worker's queues just before a
+    `cancel_consumer` can land just after it and list the worker once more.
+    """
+    deadline = time.time() + timeout
+    held_since = None
+    while time.time() < deadline:
+        if not condition():
+            held_since = None
+        elif held_since is None:
+            held_since = time.time()
+        elif time.time() - held_since >= hold_s:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} to hold for {hold_s:g}s")
+
+
 def wait_ready(name: str, timeout: float = 180) -> None:
     """Wait until the worker `name` answers a ping."""
     from tasks.app import app
