@@ -41,8 +41,13 @@ class GGUFSpec:
 
 
 def quiet_llama_logs() -> None:
-    """llama-cpp-python prints llama.cpp's log lines at or above this logger's level."""
-    logging.getLogger("llama-cpp-python").setLevel(logging.WARNING)
+    """Keep llama.cpp's informational log lines out of the worker logs.
+
+    llama-cpp-python prints a line when its logger's level is at or below the line's level, but
+    its table of ggml levels predates ggml's renumbering: informational lines now arrive as
+    WARNING and warnings as ERROR. So ERROR here lets warnings through and no chatter.
+    """
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
 
 
 def gguf_type(tier: str) -> str:

@@ -23,7 +23,9 @@ JOBS = 6
 
 
 def _submit_small_jobs(client, count: int) -> list[str]:
-    return [submit(client, prompt=f"Give me {n + 1} reasons to smile.", tier="small", max_tokens=4)
+    # Long enough that a worker killed or stopped "in the middle of jobs" really is: the small tier
+    # generates 60+ tokens/s per stream, so a handful of tokens would be over before the kill.
+    return [submit(client, prompt=f"Give me {n + 1} reasons to smile.", tier="small", max_tokens=200)
             for n in range(count)]
 
 
