@@ -45,7 +45,8 @@ def quiet_llama_logs() -> None:
 
     llama-cpp-python prints a line when its logger's level is at or below the line's level, but
     its table of ggml levels predates ggml's renumbering: informational lines now arrive as
-    WARNING and warnings as ERROR. So ERROR here lets warnings through and no chatter.
+    WARNING, warnings as ERROR and errors as DEBUG. ERROR here shows warnings and no chatter;
+    errors stay hidden, but every llama.cpp call the engine makes raises when it fails.
     """
     logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
 
