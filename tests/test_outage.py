@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+import redis
 import requests
 
 from conftest import ROOT, start_worker
@@ -95,12 +96,21 @@ def _assert_all_unavailable(base: str, what: str) -> None:
           f"({', '.join(f'{k} {v:.2f}s' for k, v in times.items())})")
 
 
-def _run_a_job(base: str) -> dict:
-    """A job through the whole stack, once Redis answers again (retried until the web app accepts it)."""
+def _run_a_job(base: str, port: int) -> dict:
+    """A job through the whole stack, once Redis answers again (retried until the web app accepts it).
+
+    Returns once the worker has also acknowledged the job's message. A job's record says
+    `succeeded` a moment before the worker acks: kombu crashes the worker (an AttributeError while
+    restoring unacked messages) when Redis dies in that moment. Under supervisord the worker comes
+    back; this stack has no supervisor, and this test is about the stack, not that kombu bug.
+    """
     submitted = wait_until(lambda: _accepted(base), 120, "the web app to accept jobs again")
     job_id = submitted["id"]
-    return wait_until(lambda: (view := requests.get(f"{base}/v1/jobs/{job_id}", timeout=HANG_S).json())
+    view = wait_until(lambda: (view := requests.get(f"{base}/v1/jobs/{job_id}", timeout=HANG_S).json())
                       ["status"] in ("succeeded", "failed", "cancelled") and view, 600, "the job to finish")
+    broker = redis.Redis(port=port, socket_timeout=HANG_S)
+    wait_until(lambda: broker.hlen("unacked") == 0, 60, "the worker to acknowledge the job")
+    return view
 
 
 def _accepted(base: str):
@@ -111,17 +121,17 @@ def _accepted(base: str):
 
 def test_redis_outage_gives_fast_503s_and_the_stack_recovers(private_stack, artifacts_dir):
     base, port, holder = private_stack
-    assert _run_a_job(base)["status"] == "succeeded"
+    assert _run_a_job(base, port)["status"] == "succeeded"
 
     holder["redis"].kill()  # Redis dies: connections are refused
     holder["redis"].wait()
     _assert_all_unavailable(base, "killed")
     holder["redis"] = redis_server(port, artifacts_dir / "logs")  # back, empty, same port
-    assert _run_a_job(base)["status"] == "succeeded", "the stack did not recover by itself"
+    assert _run_a_job(base, port)["status"] == "succeeded", "the stack did not recover by itself"
 
     holder["redis"].send_signal(signal.SIGSTOP)  # Redis hangs: connections open, no answers
     try:
         _assert_all_unavailable(base, "frozen")
     finally:
         holder["redis"].send_signal(signal.SIGCONT)
-    assert _run_a_job(base)["status"] == "succeeded", "the stack did not recover by itself"
+    assert _run_a_job(base, port)["status"] == "succeeded", "the stack did not recover by itself"
