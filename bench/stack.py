@@ -33,7 +33,8 @@ def _wait_until(check, what: str, timeout_s: float, proc: subprocess.Popen, log:
     raise RuntimeError(f"{what} not ready after {timeout_s:.0f}s; see {log}")
 
 
-def _stop(proc: subprocess.Popen, timeout_s: float = 90) -> None:
+def stop_process(proc: subprocess.Popen, timeout_s: float = 90) -> None:
+    """SIGTERM the process group started with `start_new_session`, SIGKILL it after `timeout_s`."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -62,7 +63,7 @@ def mlx_server(model_path: str, port: int, decode_concurrency: int, log: Path) -
         _wait_until(lambda: requests.get(f"{url}/health", timeout=2).ok, "mlx_lm.server", 180, proc, log)
         yield url
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 @contextlib.contextmanager
@@ -88,4 +89,4 @@ def platform(port: int, redis_url: str, concurrency: int, log: Path) -> Iterator
                     "the platform", 240, proc, log)
         yield url
     finally:
-        _stop(proc)
+        stop_process(proc)

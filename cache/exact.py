@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import os
-import threading
 from typing import Optional
 
 import redis
 
+from cache import built_once_on_job_store
 from cache.entries import entry_from_result, storable
 from cache.events import cache_lookup
 from cache.index import BoundedIndex
@@ -47,16 +47,5 @@ class ExactCache:
             self.index.put(exact_key(job), entry_from_result(job, result))
 
 
-_cache: Optional[ExactCache] = None
-_lock = threading.Lock()
-
-
-def exact_cache() -> ExactCache:
-    """The process-wide exact cache, on the job store's Redis."""
-    global _cache
-    with _lock:
-        if _cache is None:
-            from tasks.jobs import job_store
-
-            _cache = ExactCache.from_env(job_store().redis)
-        return _cache
+# The process-wide exact cache, on the job store's Redis.
+exact_cache = built_once_on_job_store(ExactCache.from_env)

@@ -1,7 +1,6 @@
 """What makes two requests the same question: prompt normalisation, cache keys, cacheability."""
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
@@ -34,9 +33,8 @@ def scope(job: dict) -> str:
     return str(job.get("key_id") or "public")
 
 
-@functools.lru_cache(maxsize=1)
 def served_models() -> dict[str, str]:
-    """Model id per tier; read once, since changing a model means restarting the processes."""
+    """Model id per tier (engines.provider keeps it for the process)."""
     from engines.provider import served_models as resolve
 
     return resolve()

@@ -8,7 +8,6 @@ and the lexical guard's consent (`cache.guard`), which keeps "is X safe" from an
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 from typing import Optional
@@ -16,6 +15,7 @@ from typing import Optional
 import numpy as np
 import redis
 
+from cache import built_once_on_job_store
 from cache.entries import cached_result, entry_from_result, finished_fields, storable
 from cache.events import cache_lookup
 from cache.guard import mismatch
@@ -115,16 +115,5 @@ def _fits_budget(entry: dict, max_tokens: int) -> bool:
     return entry["max_tokens"] == max_tokens or (entry["finish_reason"] == "stop" and entry["tokens"] < max_tokens)
 
 
-_cache: Optional[SemanticCache] = None
-_lock = threading.Lock()
-
-
-def semantic_cache() -> SemanticCache:
-    """The process-wide semantic cache, on the job store's Redis."""
-    global _cache
-    with _lock:
-        if _cache is None:
-            from tasks.jobs import job_store
-
-            _cache = SemanticCache.from_env(job_store().redis)
-        return _cache
+# The process-wide semantic cache, on the job store's Redis.
+semantic_cache = built_once_on_job_store(SemanticCache.from_env)

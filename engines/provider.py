@@ -8,6 +8,7 @@ better (docs/benchmarks.md). `ENGINE_MAX_BATCH` is how many requests share one d
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import platform
@@ -54,8 +55,9 @@ def served_spec(tier: str) -> tuple[str, Path]:
     return spec.model_id, Path(spec.load_path)
 
 
+@functools.lru_cache(maxsize=1)
 def served_models() -> dict[str, str]:
-    """Model id per tier."""
+    """Model id per tier; read once, since changing a model means restarting the processes."""
     return {tier: served_spec(tier)[0] for tier in TIERS}
 
 

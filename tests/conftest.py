@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -51,13 +50,9 @@ def start_worker(name: str, log_dir: Path, extra_env: dict | None = None,
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    from bench.stack import stop_process as stop_group
+
+    stop_group(proc, timeout)
 
 
 def wait_for_queues(queues: list[str], timeout: float = 120) -> None:

@@ -143,3 +143,18 @@ def test_a_shared_prompt_prefix_is_prefilled_once_without_changing_the_answers(m
     shared = next(i for i, (a, b) in enumerate(zip(first, second)) if a != b)  # the template's system prompt
     assert shared >= 20
     assert sharing.stats.reused_prompt_tokens >= 2 * shared, "the later prompts reused the system prompt"
+
+
+def test_a_bad_engine_setting_stops_the_web_app_at_start(monkeypatch):
+    from engines.provider import served_models
+    from webapp import create_app
+
+    monkeypatch.delenv("ENGINE_BACKEND", raising=False)
+    monkeypatch.setenv("SMALL_GGUF_TYPE", "q3_k")
+    served_models.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="SMALL_GGUF_TYPE='q3_k'"):
+            create_app()
+    finally:
+        monkeypatch.undo()
+        served_models.cache_clear()

@@ -6,6 +6,7 @@ from typing import Optional
 
 from flask import Flask
 
+from engines.provider import served_models
 from webapp.backpressure import queue_limits_from_env
 from monitoring.flask_hooks import register_request_metrics
 from webapp.errors import register_error_handlers
@@ -25,6 +26,9 @@ def create_app(test_config: Optional[dict] = None) -> Flask:
     )
     if test_config:
         app.config.update(test_config)
+    # A bad engine setting (ENGINE_BACKEND, *_GGUF_TYPE, *_MODEL) stops the app here, with its
+    # message, rather than failing every request that keys the cache by model.
+    served_models()
     app.json.sort_keys = False
 
     from webapp import apikeys, cli, health, jobs, openai_api, openapi, playground, ratelimit, recent, stream
