@@ -23,7 +23,7 @@ export STATSD_ADMIN_PORT ?= 8126
 export STATSD_PREFIX ?= llm
 NODE_STAMP := node_modules/.installed
 
-.PHONY: install node-deps models browser run test stats clean blas llamacpp loadtest bench
+.PHONY: install node-deps models browser run test test-fast stats clean blas llamacpp loadtest bench
 
 $(STAMP): requirements.txt requirements-models.txt requirements-test.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,7 @@ $(NODE_STAMP): package.json package-lock.json
 ## Convert the bundled GGUF into MLX folders once (into MODELS_DIR, default .models/).
 models: install
 	$(PY) -m engines.prepare
+	$(PY) -m routing.prepare
 
 ## Start Redis if needed, then the workers, Flower and the web app in the foreground.
 run: models
@@ -67,8 +68,14 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "not root: not installing chromium; the browser test (tests/test_playground.py) will be skipped"; fi
 
+## Both layers: the fast one (no model, no worker) first, then the integration layer.
 test: models browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+## The fast layer alone: the job model, schemas, queues, settings, router and caches against real Redis.
+test-fast: models
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 ## Key figures from the running StatsD daemon (its admin port, STATSD_ADMIN_PORT).
 stats:

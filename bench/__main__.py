@@ -215,7 +215,7 @@ def markdown(bench: Bench, result: dict) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     os.environ["ENGINE_MAX_BATCH"] = str(max([8, *[int(c) for c in args.concurrency.split(",") if c.strip()]]))
-    from engines.blas import blas_in_use
+    from engines.blas import enable_fast_blas
     from engines.models import resolve_model
     from engines.provider import backend_name
 
@@ -252,7 +252,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     result = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{host.node()} {host.machine()}, {os.cpu_count()} cores, {host.platform()}",
-        "model": spec.model_id, "blas": blas_in_use(), "backend": backend_name(), "args": vars(args),
+        "model": spec.model_id, "blas": enable_fast_blas(), "backend": backend_name(), "args": vars(args),
         "duration_s": round(time.time() - started),
         "runs": {name: [r.as_dict() | bench.extra.get(name, {}).get(c, {}) for c, r in sorted(runs.items())]
                  for name, runs in bench.runs.items()},

@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 import time
 
-import engines  # noqa: F401  (loads the configured BLAS before MLX)
-from engines.blas import blas_in_use
+from engines.blas import enable_fast_blas
 from engines.mlx_engine import expand_quantized, should_expand_quantized
 from engines.models import resolve_model
 
@@ -21,6 +20,7 @@ def main() -> None:
     parser.add_argument("--batch", default="1,8,32", help="batch widths")
     parser.add_argument("--steps", type=int, default=12)
     args = parser.parse_args()
+    blas = enable_fast_blas()  # before MLX loads
 
     import mlx.core as mx
     import mlx_lm
@@ -28,7 +28,7 @@ def main() -> None:
 
     model, _ = mlx_lm.load(resolve_model(args.tier).load_path)
     expanded = should_expand_quantized() and expand_quantized(model)
-    print(f"BLAS {blas_in_use() or 'bundled reference'}, tier {args.tier}, 4-bit expanded: {bool(expanded)}")
+    print(f"BLAS {blas or 'bundled reference'}, tier {args.tier}, 4-bit expanded: {bool(expanded)}")
     for width in (int(b) for b in args.batch.split(",")):
         cache = make_prompt_cache(model)
         mx.eval(model(mx.array([[1, 2, 3, 4, 5, 6, 7, 8]] * width), cache=cache))

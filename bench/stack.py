@@ -48,11 +48,11 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 90) -> None:
 def mlx_server(model_path: str, port: int, decode_concurrency: int, log: Path) -> Iterator[str]:
     """`mlx_lm.server` on `model_path`, with the BLAS (and BLAS threads) this process gave MLX:
     the same footing as the engine."""
-    from engines.blas import blas_in_use
+    from engines.blas import enable_fast_blas
 
     env = dict(os.environ)
-    if blas_in_use():
-        env["LD_PRELOAD"] = blas_in_use()
+    if enable_fast_blas():
+        env["LD_PRELOAD"] = enable_fast_blas()
         env["OPENBLAS_NUM_THREADS"] = os.environ.get("ENGINE_BLAS_THREADS", "1")
     cmd = [sys.executable, "-m", "mlx_lm.server", "--model", model_path, "--host", "127.0.0.1",
            "--port", str(port), "--decode-concurrency", str(decode_concurrency), "--log-level", "WARNING"]

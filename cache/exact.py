@@ -1,12 +1,10 @@
 """The exact cache: the web process answers a repeated deterministic request without queueing it."""
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import redis
 
-from cache import built_once_on_job_store
 from cache.entries import entry_from_result, storable
 from cache.events import cache_lookup
 from cache.index import BoundedIndex
@@ -16,13 +14,13 @@ from cache.keys import deterministic, exact_key, lookups_wanted
 class ExactCache:
     """Answers keyed by `cache.keys.exact_key`, bounded by a TTL and a maximum number of entries."""
 
-    def __init__(self, client: redis.Redis, ttl_s: int = 86400, max_entries: int = 10000) -> None:
+    def __init__(self, client: redis.Redis, models: dict[str, str], ttl_s: int = 86400,
+                 max_entries: int = 10000) -> None:
         self.index = BoundedIndex(client, "cache:exact", ttl_s, max_entries)
+        self.models = models
 
-    @classmethod
-    def from_env(cls, client: redis.Redis) -> "ExactCache":
-        return cls(client, int(os.environ.get("EXACT_CACHE_TTL_S", "86400")),
-                   int(os.environ.get("EXACT_CACHE_MAX_ENTRIES", "10000")))
+    def key(self, job: dict) -> str:
+        return exact_key(job, self.models)
 
     @property
     def enabled(self) -> bool:
@@ -37,15 +35,12 @@ class ExactCache:
         if not lookups_wanted(job):
             cache_lookup.send("exact", outcome="bypass", tier=tier)
             return None
-        entry = self.index.get(exact_key(job))
+        entry = self.index.get(self.key(job))
         cache_lookup.send("exact", outcome="hit" if entry else "miss", tier=tier)
         return entry
 
     def store(self, job: dict, result: dict) -> None:
         """Keep a generated answer; a bypassing request refreshes the entry it skipped."""
         if self.enabled and deterministic(job) and storable(result):
-            self.index.put(exact_key(job), entry_from_result(job, result))
+            self.index.put(self.key(job), entry_from_result(job, result))
 
-
-# The process-wide exact cache, on the job store's Redis.
-exact_cache = built_once_on_job_store(ExactCache.from_env)

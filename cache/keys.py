@@ -6,6 +6,8 @@ import json
 import re
 import unicodedata
 
+from jobs.request import job_messages
+
 # Request fields that do not change the answer; every other field is part of the key.
 NOT_ANSWER_FIELDS = frozenset({"prompt", "messages", "cache", "stream"})
 SPACES = re.compile(r"\s+")
@@ -33,26 +35,18 @@ def scope(job: dict) -> str:
     return str(job.get("key_id") or "public")
 
 
-def served_models() -> dict[str, str]:
-    """Model id per tier (engines.provider keeps it for the process)."""
-    from engines.provider import served_models as resolve
-
-    return resolve()
-
-
 def answer_settings(job: dict, *skip: str) -> dict:
     """The request fields other than the prompt that change the answer (max_tokens, temperature, ...)."""
     return {k: v for k, v in job.items() if k not in NOT_ANSWER_FIELDS and k not in skip}
 
 
-def exact_key(job: dict) -> str:
-    """Hash of the normalised conversation plus everything else that changes the answer."""
-    from tasks.generation import job_messages
-
+def exact_key(job: dict, models: dict[str, str]) -> str:
+    """Hash of the normalised conversation plus everything else that changes the answer
+    (`models`: the model id per tier, so that a changed model misses)."""
     material = {
         "messages": [[m.get("role", "user"), normalise_text(str(m.get("content", "")))] for m in job_messages(job)],
         "settings": answer_settings(job, "key_id"),
-        "models": served_models(),
+        "models": models,
         "scope": scope(job),
     }
     return _digest(material)

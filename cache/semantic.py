@@ -7,22 +7,19 @@ and the lexical guard's consent (`cache.guard`), which keeps "is X safe" from an
 """
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from typing import Optional
 
 import numpy as np
-import redis
 
-from cache import built_once_on_job_store
 from cache.entries import cached_result, entry_from_result, finished_fields, storable
 from cache.events import cache_lookup
 from cache.guard import mismatch
 from cache.index import BoundedIndex
-from cache.keys import deterministic, lookups_wanted, semantic_namespace, served_models
+from cache.keys import deterministic, lookups_wanted, semantic_namespace
 from cache.vectors import VectorMirror
-from tasks.jobs import job_store, job_ttl_s
+from jobs.store import JobStore
 
 CANDIDATES = 3  # nearest entries tried in turn: the best may be vetoed by the guard or gone
 
@@ -30,18 +27,14 @@ CANDIDATES = 3  # nearest entries tried in turn: the best may be vetoed by the g
 class SemanticCache:
     """Bounded index of answered prompts with their routing embeddings."""
 
-    def __init__(self, client: redis.Redis, threshold: float = 0.9, ttl_s: int = 86400,
+    def __init__(self, store: JobStore, models: dict[str, str], threshold: float = 0.9, ttl_s: int = 86400,
                  max_entries: int = 10000, prefix: str = "cache:semantic") -> None:
-        self.redis = client
+        self.jobs = store
+        self.redis = store.redis
+        self.models = models
         self.threshold = threshold
-        self.index = BoundedIndex(client, prefix, ttl_s, max_entries)
+        self.index = BoundedIndex(store.redis, prefix, ttl_s, max_entries)
         self.mirror = VectorMirror(self.index)
-
-    @classmethod
-    def from_env(cls, client: redis.Redis) -> "SemanticCache":
-        return cls(client, float(os.environ.get("SEMANTIC_CACHE_THRESHOLD", "0.9")),
-                   int(os.environ.get("SEMANTIC_CACHE_TTL_S", "86400")),
-                   int(os.environ.get("SEMANTIC_CACHE_MAX_ENTRIES", "10000")))
 
     def _pending_key(self, job_id: str) -> str:
         return f"{self.index.prefix}:pending:{job_id}"
@@ -67,19 +60,21 @@ class SemanticCache:
                 return self._finish(job_id, routing, *hit)
         else:
             cache_lookup.send("semantic", outcome="bypass", tier=tier)
-        self.redis.set(self._pending_key(job_id), np.asarray(embedding, dtype=np.float32).tobytes(), ex=job_ttl_s())
+        self.redis.set(self._pending_key(job_id), np.asarray(embedding, dtype=np.float32).tobytes(),
+                       ex=self.jobs.ttl_s)
         return None
 
-    def _finish(self, job_id: str, routing: dict, entry: dict, similarity: float) -> dict:
-        store, now = job_store(), time.time()
-        created_at = (store.get(job_id) or {}).get("created_at", now)
+    def _finish(self, job_id: str, routing: dict, entry: dict, similarity: float) -> Optional[dict]:
+        """Finish the job with the cached answer; None when it ended meanwhile (a cancel wins)."""
+        now = time.time()
+        created_at = (self.jobs.get(job_id) or {}).get("created_at", now)
         result = cached_result(entry, "semantic", created_at, now, routing=routing, similarity=similarity)
-        store.update(job_id, **finished_fields(result, now))
-        return result
+        fields = finished_fields(result, now)
+        return result if self.jobs.move(job_id, fields.pop("status"), **fields) else None
 
     def lookup(self, job: dict, tier: str, embedding: np.ndarray) -> tuple[Optional[tuple[dict, float]], Optional[str]]:
         """((entry, similarity), None) on a hit; (None, guard's reason or None) on a miss."""
-        namespace = semantic_namespace(job, served_models()[tier], tier, len(embedding))
+        namespace = semantic_namespace(job, self.models[tier], tier, len(embedding))
         rejected = None
         for member, similarity in self.mirror.nearest(embedding, namespace, CANDIDATES):
             if similarity < self.threshold:
@@ -114,6 +109,3 @@ def _fits_budget(entry: dict, max_tokens: int) -> bool:
     """An answer cut at the same budget, or one that ended by itself within this budget."""
     return entry["max_tokens"] == max_tokens or (entry["finish_reason"] == "stop" and entry["tokens"] < max_tokens)
 
-
-# The process-wide semantic cache, on the job store's Redis.
-semantic_cache = built_once_on_job_store(SemanticCache.from_env)

@@ -23,6 +23,8 @@ import os
 import sys
 from typing import Optional
 
+from settings import get_settings
+
 log = logging.getLogger(__name__)
 
 # Debian/Ubuntu `libopenblas0-pthread` (what `deploy/install-openblas.sh` installs).
@@ -46,7 +48,7 @@ def find_openblas() -> Optional[str]:
 
 
 def _wanted() -> Optional[str]:
-    setting = os.environ.get("ENGINE_BLAS", "auto").strip()
+    setting = get_settings().engine_blas.strip()
     if setting.lower() in ("off", "0", "false", "none", ""):
         return None
     if setting.lower() == "auto":
@@ -80,7 +82,7 @@ def enable_fast_blas() -> Optional[str]:
     except OSError as exc:
         log.warning("cannot load BLAS %s (%s): MLX keeps its bundled BLAS", path, exc)
         return None
-    threads = int(os.environ.get("ENGINE_BLAS_THREADS", "1"))
+    threads = get_settings().engine_blas_threads
     if hasattr(library, "openblas_set_num_threads"):
         library.openblas_set_num_threads(threads)
     _loaded = path

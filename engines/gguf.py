@@ -4,15 +4,14 @@
 quantized triples: packed uint32 `.weight`, float16 `.scales` and `.biases`),
 so conversion is mostly renaming tensors, writing a `config.json` that
 mlx-lm's llama model understands, and rebuilding a Hugging Face
-`tokenizer.json` from the tokenizer tables stored in the GGUF metadata.
+`tokenizer.json` from the tokenizer tables stored in the GGUF metadata
+(engines.gguf_tokenizer, which the llama.cpp engine uses without MLX).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,11 +20,7 @@ from typing import Any, Callable
 import mlx.core as mx
 
 from engines.bundled import bundled_gguf_path  # noqa: F401  (re-exported: the converter's default input)
-
-
-# GGUF token_type values (llama.cpp's llama_token_type).
-TOKEN_TYPE_CONTROL = 3
-TOKEN_TYPE_USER_DEFINED = 4
+from engines.gguf_tokenizer import partial_dir, replace_dir, write_json, write_tokenizer
 
 # GGUF per-layer tensor name -> mlx-lm llama module path (under model.layers.N).
 _LAYER_NAMES = {
@@ -82,16 +77,14 @@ def convert_gguf(
         if quantization:
             config["quantization"] = quantization
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    tmp = partial_dir(out_dir)
     try:
-        tmp.chmod(0o755)  # mkdtemp makes it 0700; the result is an ordinary folder
         progress("writing weights")
         mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
-        _write_json(tmp / "config.json", config)
+        write_json(tmp / "config.json", config)
         progress("writing tokenizer")
-        _write_tokenizer(meta, tmp)
-        _replace_dir(tmp, out_dir)
+        write_tokenizer(meta, tmp)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -231,89 +224,3 @@ def _dequantize_all(weights: dict[str, mx.array], config: dict[str, Any]) -> dic
         )
         out[f"{module}.weight"] = dense.astype(mx.float32)
     return out
-
-
-# --- tokenizer ------------------------------------------------------------
-
-
-def _build_tokenizer(meta: dict[str, Any]) -> "Tokenizer":  # noqa: F821
-    """Rebuild a byte-level BPE `tokenizers.Tokenizer` from GGUF metadata."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-
-    if meta.get("tokenizer.ggml.model") != "gpt2":
-        raise ValueError(
-            f"unsupported GGUF tokenizer {meta.get('tokenizer.ggml.model')!r}: only byte-level BPE ('gpt2')"
-        )
-    tokens: list[str] = meta["tokenizer.ggml.tokens"]
-    vocab = {tok: i for i, tok in enumerate(tokens)}
-    merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    if meta.get("tokenizer.ggml.pre") == "smollm":
-        # SmolLM's tokenizer splits numbers into single digits before BPE.
-        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-            [pre_tokenizers.Digits(individual_digits=True), byte_level]
-        )
-    else:
-        tokenizer.pre_tokenizer = byte_level
-    tokenizer.decoder = decoders.ByteLevel()
-
-    types = meta.get("tokenizer.ggml.token_type") or []
-    # Control tokens must not be split by BPE and are skipped when decoding
-    # with skip_special_tokens; user-defined ones are only kept whole.
-    special = [AddedToken(tokens[i], special=True, normalized=False)
-               for i, t in enumerate(types) if t == TOKEN_TYPE_CONTROL]
-    user = [AddedToken(tokens[i], special=False, normalized=False)
-            for i, t in enumerate(types) if t == TOKEN_TYPE_USER_DEFINED]
-    tokenizer.add_special_tokens(special)
-    if user:
-        tokenizer.add_tokens(user)
-    return tokenizer
-
-
-def _tokenizer_config(meta: dict[str, Any]) -> dict[str, Any]:
-    """`tokenizer_config.json` for transformers' PreTrainedTokenizerFast."""
-    tokens = meta["tokenizer.ggml.tokens"]
-    config: dict[str, Any] = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "add_bos_token": bool(meta.get("tokenizer.ggml.add_bos_token", False)),
-        "add_eos_token": bool(meta.get("tokenizer.ggml.add_eos_token", False)),
-        "clean_up_tokenization_spaces": False,
-        "model_max_length": int(meta.get("llama.context_length", 2048)),
-    }
-    for key, name in (("bos", "bos_token"), ("eos", "eos_token"),
-                      ("padding", "pad_token"), ("unknown", "unk_token")):
-        token_id = meta.get(f"tokenizer.ggml.{key}_token_id")
-        if token_id is not None:
-            config[name] = tokens[int(token_id)]
-    if "tokenizer.chat_template" in meta:
-        config["chat_template"] = meta["tokenizer.chat_template"]
-    return config
-
-
-def _write_tokenizer(meta: dict[str, Any], folder: Path) -> None:
-    """Write `tokenizer.json` and `tokenizer_config.json` into `folder`."""
-    _build_tokenizer(meta).save(str(folder / "tokenizer.json"))
-    _write_json(folder / "tokenizer_config.json", _tokenizer_config(meta))
-
-
-# --- files ----------------------------------------------------------------
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished `src` folder to `dst`, replacing any old `dst`.
-
-    The old folder is renamed aside first (renaming onto a non-empty
-    directory fails), so `dst` is either the old or the new complete folder.
-    """
-    if not dst.exists():
-        src.rename(dst)
-        return
-    old = dst.with_name(f".{dst.name}.old-{time.time_ns()}")
-    dst.rename(old)
-    src.rename(dst)
-    shutil.rmtree(old, ignore_errors=True)

@@ -4,8 +4,10 @@ One thread owns a llama.cpp context with one KV sequence per batch slot. Each
 decode call carries the next token of every generating request plus prompt
 tokens of newly admitted ones (chunked prefill), so requests join and leave
 between steps as with the MLX engine. The prompt is built and the answer
-decoded by the same Hugging Face tokenizer as on the MLX path (the tier's
-converted model folder), so both backends see identical token ids.
+decoded by the same Hugging Face tokenizer and chat template as on the MLX path,
+loaded with transformers from the GGUF's tokenizer folder
+(engines.models.tokenizer_folder_for_gguf), so both backends see identical token
+ids and MLX is never imported.
 
 Needs llama-cpp-python (`make install` builds it: deploy/install-llamacpp.sh).
 Which file each tier runs: engines/llamacpp_models.py. Settings:
@@ -16,16 +18,17 @@ several engine processes on few cores two threads ran 10-20x slower than one).
 from __future__ import annotations
 
 import ctypes
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from engines.hf_tokenizer import ChatTokenizer
 from engines.llamacpp_models import quiet_llama_logs
-from engines.models import mlx_folder_for_gguf
+from engines.models import tokenizer_folder_for_gguf
 from engines.threaded import Active, ThreadedEngine
+from settings import Settings, get_settings
 
 PREFILL_CHUNK = 512  # prompt tokens per decode call, shared by the sequences being prefilled
 MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a KV copy
@@ -91,17 +94,15 @@ class LlamaCppEngine(ThreadedEngine):
     """The engine interface over llama.cpp's batched decoding."""
 
     def __init__(self, gguf_path: str, model_id: str, max_batch: int = 8,
-                 tokenizer_gguf: Optional[Path] = None) -> None:
+                 tokenizer_gguf: Optional[Path] = None, settings: Optional[Settings] = None) -> None:
         import llama_cpp
-        from mlx_lm.utils import load_tokenizer
 
+        settings = settings or get_settings()
         super().__init__(model_id, max_batch)
         self._llama = llama_cpp
         quiet_llama_logs()
         self._held: Optional[tuple] = None  # a request waiting for KV room, first in line
-        folder = mlx_folder_for_gguf(tokenizer_gguf or Path(gguf_path))  # the tokenizer lives there
-        config = _read_json(folder / "config.json")
-        self.tokenizer = load_tokenizer(folder, eos_token_ids=config.get("eos_token_id"))
+        self.tokenizer = ChatTokenizer(tokenizer_folder_for_gguf(tokenizer_gguf or Path(gguf_path), settings=settings))
         self._stop_tokens = set(self.tokenizer.eos_token_ids)
 
         llama_cpp.llama_backend_init()
@@ -110,13 +111,13 @@ class LlamaCppEngine(ThreadedEngine):
         if not self._model:
             raise ValueError(f"llama.cpp could not load {gguf_path}")
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self._model))
-        threads = int(os.environ.get("ENGINE_THREADS", "1"))
-        self.kv_tokens = int(os.environ.get("ENGINE_SEQ_CTX", "2048")) * max_batch
+        threads = settings.engine_threads
+        self.kv_tokens = settings.engine_seq_ctx * max_batch
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = self.kv_tokens
         params.n_batch = PREFILL_CHUNK + max_batch
         params.n_ubatch = params.n_batch
-        share_prefix = int(os.environ.get("ENGINE_PREFIX_CACHE", "8")) > 0
+        share_prefix = settings.engine_prefix_cache > 0
         params.n_seq_max = max_batch + share_prefix  # the shared prefix has a sequence of its own
         params.kv_unified = True  # one KV pool: a long request may use more than an even share
         params.n_threads = params.n_threads_batch = threads
@@ -239,9 +240,3 @@ def _pick(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> i
     scaled = logits.astype(np.float64) / temperature
     probs = np.exp(scaled - scaled.max())
     return int(rng.choice(len(probs), p=probs / probs.sum()))
-
-
-def _read_json(path: Path) -> dict:
-    import json
-
-    return json.loads(path.read_text(encoding="utf-8"))

@@ -22,9 +22,10 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
-from engines.models import DEFAULT_MODEL_NAME, models_dir
+from engines.models import DEFAULT_MODEL_NAME, models_dir, tokenizer_folder_for_gguf
+from settings import Settings, get_settings
 
 DEFAULT_TYPES = {"small": "bf16-if-native", "large": "f32"}
 SOURCE_TYPE = "q4_1"  # the bundled file's own type: no conversion
@@ -37,7 +38,7 @@ class GGUFSpec:
 
     path: str
     model_id: str
-    tokenizer_gguf: Path  # its tokenizer and chat template come from this file's MLX folder
+    tokenizer_gguf: Path  # its tokenizer and chat template: engines.models.tokenizer_folder_for_gguf
 
 
 def quiet_llama_logs() -> None:
@@ -51,8 +52,8 @@ def quiet_llama_logs() -> None:
     logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
 
 
-def gguf_type(tier: str) -> str:
-    name = os.environ.get(f"{tier.upper()}_GGUF_TYPE", "").strip().lower() or DEFAULT_TYPES[tier]
+def gguf_type(tier: str, settings: Optional[Settings] = None) -> str:
+    name = (settings or get_settings()).tier_value(tier, "gguf_type").lower() or DEFAULT_TYPES[tier]
     if name == "bf16-if-native":
         name = "bf16" if cpu_has_native_bf16() else "f16"
     if name not in GGUF_TYPES:
@@ -70,23 +71,36 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "bf16" in flags
 
 
-def resolve_gguf(tier: str, prepare: bool = True) -> GGUFSpec:
-    """The GGUF file llama.cpp runs for `tier` (expanding the bundled one when `prepare`), and the id clients see."""
-    named = _named_gguf(tier)
+def resolve_gguf(tier: str, prepare: bool = True, settings: Optional[Settings] = None) -> GGUFSpec:
+    """The GGUF file llama.cpp runs for `tier` and the id clients see.
+
+    With `prepare` (engines.prepare, `make models`, and the engine), the bundled file is expanded
+    and the tokenizer folder built, each once; without it, nothing is written.
+    """
+    settings = settings or get_settings()
+    spec = _gguf_spec(tier, prepare, settings)
+    if prepare:
+        tokenizer_folder_for_gguf(spec.tokenizer_gguf, settings=settings)
+    return spec
+
+
+def _gguf_spec(tier: str, prepare: bool, settings: Settings) -> GGUFSpec:
+    named = _named_gguf(tier, settings)
     if named is not None:
         return GGUFSpec(str(named), f"{named.stem}-llamacpp", named)
     from engines.bundled import bundled_gguf_path
 
     source = bundled_gguf_path()
-    kind = gguf_type(tier)
-    path = source if kind == SOURCE_TYPE else expanded_gguf(source, kind) if prepare else _expanded_path(source, kind)
+    kind = gguf_type(tier, settings)
+    target = models_dir(settings) / f"{source.stem}-{kind}.gguf"
+    path = source if kind == SOURCE_TYPE else expanded_gguf(source, kind, target) if prepare else target
     return GGUFSpec(str(path), f"{DEFAULT_MODEL_NAME}-{kind}-llamacpp", source)
 
 
-def _named_gguf(tier: str) -> Path | None:
-    source = os.environ.get(f"{tier.upper()}_GGUF", "").strip()
-    if not source and os.environ.get(f"{tier.upper()}_MODEL", "").strip().endswith(".gguf"):
-        source = os.environ[f"{tier.upper()}_MODEL"].strip()
+def _named_gguf(tier: str, settings: Settings) -> Path | None:
+    source = settings.tier_value(tier, "gguf")
+    if not source and settings.tier_value(tier, "model").endswith(".gguf"):
+        source = settings.tier_value(tier, "model")
     if not source:
         return None
     path = Path(source).expanduser().resolve()
@@ -95,15 +109,10 @@ def _named_gguf(tier: str) -> Path | None:
     return path
 
 
-def _expanded_path(source: Path, kind: str) -> Path:
-    return models_dir() / f"{source.stem}-{kind}.gguf"
-
-
-def expanded_gguf(source: Path, kind: str) -> Path:
-    """`source` rewritten with weights of type `kind`, made once (written aside, then renamed into place)."""
+def expanded_gguf(source: Path, kind: str, target: Path) -> Path:
+    """`source` rewritten with weights of type `kind` at `target`, made once (written aside, then renamed)."""
     import llama_cpp
 
-    target = _expanded_path(source, kind)
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

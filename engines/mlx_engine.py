@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from engines.blas import blas_in_use
 from engines.threaded import Active, ThreadedEngine
+from settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +21,10 @@ def _sampler(temperature: float) -> Callable:
     return make_sampler(temp=temperature)
 
 
-def should_expand_quantized() -> bool:
+def should_expand_quantized(settings: Optional[Settings] = None) -> bool:
     """`ENGINE_DEQUANTIZE`: `auto` (default) expands 4-bit weights when MLX has a real BLAS (Linux
     with OpenBLAS), where float32 matmuls batch well and MLX's CPU quantized matmul does not."""
-    setting = os.environ.get("ENGINE_DEQUANTIZE", "auto").strip().lower()
+    setting = (settings or get_settings()).engine_dequantize.strip().lower()
     if setting == "auto":
         return blas_in_use() is not None
     return setting in ("1", "true", "yes", "on")
@@ -60,8 +60,7 @@ def expand_quantized(model: Any) -> int:
     return len(replaced)
 
 
-def _prefix_cache() -> Any:
-    entries = int(os.environ.get("ENGINE_PREFIX_CACHE", "8"))
+def _prefix_cache(entries: int) -> Any:
     if entries <= 0:
         return None
     from mlx_lm.models.cache import LRUPromptCache
@@ -78,13 +77,15 @@ class MLXEngine(ThreadedEngine):
     shared by nearly every request, is not computed again (what mlx_lm.server does too).
     """
 
-    def __init__(self, model_path: str, model_id: str, max_batch: int = 8) -> None:
+    def __init__(self, model_path: str, model_id: str, max_batch: int = 8,
+                 settings: Optional[Settings] = None) -> None:
         import mlx_lm  # imported here so that merely importing this module never loads MLX
 
+        settings = settings or get_settings()
         super().__init__(model_id, max_batch)
         self.model, self.tokenizer = mlx_lm.load(model_path)
-        self._prefixes = _prefix_cache()
-        if should_expand_quantized() and (count := expand_quantized(self.model)):
+        self._prefixes = _prefix_cache(settings.engine_prefix_cache)
+        if should_expand_quantized(settings) and (count := expand_quantized(self.model)):
             log.info("%s: %d quantized layers expanded to float32 for batched BLAS matmuls", model_id, count)
         self.start()
 

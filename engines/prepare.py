@@ -1,7 +1,6 @@
-"""`python -m engines.prepare`: convert the tiers' models (and export the embedding graph) once, so workers start fast."""
+"""`python -m engines.prepare`: convert the tiers' models once, so workers start fast (`make models`)."""
 from __future__ import annotations
 
-import os
 import sys
 
 from engines.models import TIERS, resolve_model
@@ -9,8 +8,8 @@ from engines.provider import backend_name
 
 
 def main() -> int:
-    # The MLX folders are made whatever the backend: they hold the tokenizer, and mlx_lm.server
-    # (make bench) and ENGINE_BACKEND=mlx load them.
+    # The MLX folders are made whatever the backend: mlx_lm.server (make bench) and ENGINE_BACKEND=mlx
+    # load them. Under llama.cpp, resolve_gguf also builds each file's tokenizer folder (no MLX).
     for tier in TIERS:
         spec = resolve_model(tier, progress=lambda line: print(f"[{tier}] {line}", flush=True))
         print(f"[{tier}] ready: {spec.model_id} at {spec.load_path}", flush=True)
@@ -19,11 +18,6 @@ def main() -> int:
 
         for tier in TIERS:
             print(f"[{tier}] ready for llama.cpp: {resolve_gguf(tier).path}", flush=True)
-    if os.environ.get("EMBEDDING_BACKEND", "onnx") == "onnx":
-        from routing.embedder import embedding_model_path, onnx_model_path
-
-        print("[embedding] preparing the ONNX graph (exported once, about 30 s the first time)", flush=True)
-        print(f"[embedding] ready: {onnx_model_path(embedding_model_path())}", flush=True)
     return 0
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 import platform
 import sys
 import threading
@@ -18,7 +17,9 @@ import threading
 from pathlib import Path
 
 from engines.base import Engine
+from engines.blas import enable_fast_blas
 from engines.models import TIERS, resolve_model
+from settings import Settings, get_settings
 
 BACKENDS = ("auto", "mlx", "llamacpp")
 
@@ -26,9 +27,9 @@ _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
 
-def backend_name() -> str:
+def backend_name(settings: Settings | None = None) -> str:
     """The engine backend in use: `mlx` or `llamacpp`."""
-    name = os.environ.get("ENGINE_BACKEND", "auto").strip().lower() or "auto"
+    name = (settings or get_settings()).engine_backend.strip().lower() or "auto"
     if name not in BACKENDS:
         raise ValueError(f"ENGINE_BACKEND={name!r}: choose one of {', '.join(BACKENDS)}")
     return auto_backend() if name == "auto" else name
@@ -40,43 +41,46 @@ def auto_backend() -> str:
     return "llamacpp" if importlib.util.find_spec("llama_cpp") is not None else "mlx"
 
 
-def max_batch() -> int:
-    return int(os.environ.get("ENGINE_MAX_BATCH", "8"))
-
-
-def served_spec(tier: str) -> tuple[str, Path]:
+def served_spec(tier: str, settings: Settings | None = None) -> tuple[str, Path]:
     """The model id clients see for `tier` and the file or folder it loads, preparing nothing."""
-    if backend_name() == "llamacpp":
+    settings = settings or get_settings()
+    if backend_name(settings) == "llamacpp":
         from engines.llamacpp_models import resolve_gguf
 
-        gguf = resolve_gguf(tier, prepare=False)
+        gguf = resolve_gguf(tier, prepare=False, settings=settings)
         return gguf.model_id, Path(gguf.path)
-    spec = resolve_model(tier, prepare=False)
+    spec = resolve_model(tier, prepare=False, settings=settings)
     return spec.model_id, Path(spec.load_path)
 
 
-@functools.lru_cache(maxsize=1)
-def served_models() -> dict[str, str]:
-    """Model id per tier; read once, since changing a model means restarting the processes."""
-    return {tier: served_spec(tier)[0] for tier in TIERS}
+def served_models(settings: Settings | None = None) -> dict[str, str]:
+    """Model id per tier; resolved once per settings object, since changing a model means a restart."""
+    return _served_models(settings or get_settings())
 
 
-def create_engine(tier: str) -> Engine:
+@functools.lru_cache(maxsize=8)
+def _served_models(settings: Settings) -> dict[str, str]:
+    return {tier: served_spec(tier, settings)[0] for tier in TIERS}
+
+
+def create_engine(tier: str, settings: Settings | None = None) -> Engine:
     """A new engine for `tier` with the configured backend."""
-    if backend_name() == "llamacpp":
+    settings = settings or get_settings()
+    if backend_name(settings) == "llamacpp":
         from engines.llamacpp_engine import LlamaCppEngine
         from engines.llamacpp_models import resolve_gguf
 
-        spec = resolve_gguf(tier)
-        return LlamaCppEngine(spec.path, spec.model_id, max_batch(), spec.tokenizer_gguf)
+        spec = resolve_gguf(tier, settings=settings)
+        return LlamaCppEngine(spec.path, spec.model_id, settings.engine_max_batch, spec.tokenizer_gguf, settings)
+    enable_fast_blas()  # before MLX loads: see engines.blas
     from engines.mlx_engine import MLXEngine
 
-    spec = resolve_model(tier)
-    return MLXEngine(spec.load_path, spec.model_id, max_batch=max_batch())
+    spec = resolve_model(tier, settings=settings)
+    return MLXEngine(spec.load_path, spec.model_id, settings.engine_max_batch, settings)
 
 
 def get_engine(tier: str) -> Engine:
-    """The tier's engine, loading the model on the first call in this process."""
+    """The tier's engine for this process's settings, loading the model on the first call."""
     with _lock:
         if tier not in _engines:
             _engines[tier] = create_engine(tier)

@@ -2,7 +2,10 @@
 
 Model state is only touched on the engine thread, so callers (Celery task
 threads) never run model code concurrently. A backend implements `_serve`, a
-loop that admits queued requests into its batch and emits their tokens.
+loop that admits queued requests into its batch and emits their tokens, and
+sets a tokenizer with the `EngineTokenizer` interface: mlx-lm's
+TokenizerWrapper (MLX engine) or engines.hf_tokenizer.ChatTokenizer (llama.cpp,
+no MLX).
 """
 from __future__ import annotations
 
@@ -10,11 +13,40 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import AbstractSet, Iterator, Optional, Protocol
 
 from engines.base import EngineStats, GenerationChunk, GenerationRequest
 
 log = logging.getLogger(__name__)
+
+
+class Detokenizer(Protocol):
+    """One request's generated tokens turned into text as they come (mlx-lm's streaming detokenizers
+    and engines.hf_tokenizer.StreamingDetokenizer have this interface)."""
+
+    def add_token(self, token: int) -> None: ...
+
+    def finalize(self) -> None:
+        """No more tokens: release the text held back."""
+
+    @property
+    def last_segment(self) -> str:
+        """The text completed since the last read."""
+
+
+class EngineTokenizer(Protocol):
+    """What the batch loop uses of a tokenizer."""
+
+    chat_template: Optional[str]
+    eos_token_ids: AbstractSet[int]
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool) -> list[int]: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+    @property
+    def detokenizer(self) -> Detokenizer:
+        """A new detokenizer for one request (requests are detokenized side by side)."""
 
 
 @dataclass
@@ -23,7 +55,7 @@ class Active:
 
     request: GenerationRequest
     outbox: queue.Queue
-    detokenizer: Any
+    detokenizer: Detokenizer
     prompt_tokens: int
 
     def emit(self, token: Optional[int], finish_reason: Optional[str]) -> None:
@@ -42,12 +74,12 @@ class Active:
 class ThreadedEngine:
     """Base class: the request queue, the engine thread and the chat template.
 
-    A subclass sets `self.tokenizer` (an mlx-lm TokenizerWrapper) before calling
+    A subclass sets `self.tokenizer` (an `EngineTokenizer`) before calling
     `start()`, and implements `_serve()`.
     """
 
     model_id: str
-    tokenizer: Any
+    tokenizer: EngineTokenizer
 
     def __init__(self, model_id: str, max_batch: int) -> None:
         self.model_id = model_id

@@ -24,7 +24,8 @@ import gevent
 from locust import HttpUser, between, events, task
 from locust.runners import STATE_CLEANUP, STATE_STOPPED, STATE_STOPPING, MasterRunner
 
-from loadtest.sse import FINAL_STATUSES, failed, is_final, sse_events
+from jobs.status import is_final as is_final_status
+from loadtest.sse import failed, is_final, sse_events
 from loadtest.traffic import Request, TrafficMix
 
 log = logging.getLogger("loadtest")
@@ -102,7 +103,7 @@ class PlatformUser(HttpUser):
                     _report(self, name, started, exception=RuntimeError(f"poll answered {response.status_code}"))
                     return
                 view = response.json()
-            if view["status"] in FINAL_STATUSES:
+            if is_final_status(view["status"]):
                 error = None if view["status"] == "succeeded" else RuntimeError(f"job {view['status']}: {view.get('error')}")
                 _report(self, name, started, len(json.dumps(view.get("result", ""))), error)
                 return

@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 from typing import Iterable, Iterator, Optional
 
-FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+from jobs.status import JobStatus, is_final as is_final_status
+
 FINAL_EVENTS = ("done", "end", "final", "result", "complete", "completed", "error")
 
 
@@ -21,11 +22,11 @@ def is_final(event: str, data: str) -> bool:
     if event in FINAL_EVENTS or data.strip() == "[DONE]":
         return True
     payload = _json(data) or {}
-    return payload.get("status") in FINAL_STATUSES or "result" in payload
+    return is_final_status(payload.get("status", "")) or "result" in payload
 
 
 def failed(data: str) -> bool:
-    return (_json(data) or {}).get("status") in ("failed", "cancelled")
+    return (_json(data) or {}).get("status") in (JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 def sse_events(lines: Iterable[Optional[str]]) -> Iterator[tuple[str, str]]:

@@ -5,7 +5,11 @@ from cache.events import cache_lookup
 from monitoring import metrics
 
 
-@cache_lookup.connect
+def connect() -> None:
+    """Start-up: count every cache lookup this process makes."""
+    cache_lookup.connect(count_lookup)
+
+
 def count_lookup(kind: str, outcome: str = "", tier: str = "", rejected: str | None = None, **_) -> None:
     metrics.cache_lookup(kind, tier, outcome)
     if rejected:

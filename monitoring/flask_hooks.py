@@ -5,11 +5,14 @@ import time
 
 from flask import Flask, g, request
 
-import monitoring.celery_signals  # noqa: F401  (enqueue stamps on the jobs this process publishes)
-from monitoring import metrics
+from monitoring import cache_signals, celery_signals, metrics
 
 
 def register_request_metrics(app: Flask) -> None:
+    """Time every request; also stamp published jobs and count the exact cache's lookups."""
+    celery_signals.connect_publish_signal()
+    cache_signals.connect()
+
     @app.before_request
     def start_timer() -> None:
         g.request_started = time.perf_counter()

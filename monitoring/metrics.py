@@ -1,4 +1,4 @@
-"""Every metric the platform sends, by name, through one StatsD client configured from the environment.
+"""Every metric the platform sends, by name, through one StatsD client configured from the settings.
 
 STATSD_HOST (metrics are off when it is unset or empty), STATSD_PORT (8125) and
 STATSD_PREFIX (llm). Timers are in milliseconds. docs list the same names.
@@ -6,12 +6,13 @@ STATSD_PREFIX (llm). Timers are in milliseconds. docs list the same names.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 from typing import Optional
 
 from statsd import StatsClient
+
+from settings import get_settings
 
 log = logging.getLogger(__name__)
 _client: Optional[StatsClient] = None
@@ -25,11 +26,11 @@ def client() -> Optional[StatsClient]:
     with _lock:
         if not _configured:
             _configured = True
-            host = os.environ.get("STATSD_HOST", "").strip()
+            settings = get_settings()
+            host = settings.statsd_host.strip()
             if host:
                 try:
-                    _client = StatsClient(host, int(os.environ.get("STATSD_PORT", "8125")),
-                                          prefix=os.environ.get("STATSD_PREFIX", "llm") or None)
+                    _client = StatsClient(host, settings.statsd_port, prefix=settings.statsd_prefix or None)
                 except (OSError, ValueError) as err:
                     log.warning("StatsD metrics are off: %s", err)
         return _client

@@ -6,11 +6,12 @@ flush window in progress (STATSD_FLUSH_INTERVAL_MS, 60 s); gauges keep their las
 """
 from __future__ import annotations
 
-import os
 import re
 import socket
 import sys
 from collections import defaultdict
+
+from settings import get_settings
 
 NUMBER = r"-?\d+(?:\.\d+)?(?:e[+-]?\d+)?"
 SCALAR = re.compile(rf"'([^']+)':\s*({NUMBER})")
@@ -86,17 +87,18 @@ def _cache_ratios(counters: dict) -> list[str]:
 
 
 def main() -> int:
-    host = os.environ.get("STATSD_ADMIN_HOST", os.environ.get("STATSD_HOST") or "127.0.0.1")
-    port = int(os.environ.get("STATSD_ADMIN_PORT", "8126"))
+    settings = get_settings()
+    host = settings.statsd_admin_host or settings.statsd_host or "127.0.0.1"
+    port = settings.statsd_admin_port
     try:
         answers = {c: ask(c, host, port) for c in ("counters", "timers", "gauges", "stats")}
     except OSError as err:
         print(f"no StatsD daemon answers on {host}:{port} ({err}); is `make run` running?", file=sys.stderr)
         return 1
     status = {k.split(".")[-1]: float(v) for k, v in re.findall(rf"^(\S+): ({NUMBER})$", answers["stats"], re.M)}
-    window_s = int(os.environ.get("STATSD_FLUSH_INTERVAL_MS", "60000")) / 1000
+    window_s = settings.statsd_flush_interval_ms / 1000
     print(report(parse_scalars(answers["counters"]), parse_timers(answers["timers"]),
-                 parse_scalars(answers["gauges"]), status, os.environ.get("STATSD_PREFIX", "llm"), window_s))
+                 parse_scalars(answers["gauges"]), status, settings.statsd_prefix, window_s))
     return 0
 
 

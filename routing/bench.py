@@ -19,6 +19,7 @@ import numpy as np
 from routing.intents import routes_path
 from routing.labelled import load_labelled
 from routing.params import params_path
+from settings import get_settings
 
 DEFAULT_DATA = "routing/data/dev.jsonl"
 
@@ -59,7 +60,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from routing.live import load_router
 
     embedder = Embedder()
-    router = load_router(routes_path(), params_path(), embedder.encode)
+    router = load_router(routes_path(get_settings().routes_file), params_path(get_settings().routing_params_file), embedder.encode)
     prompts = [row["prompt"] for row in load_labelled(args.data)]
     router.route("warm up")
     results = []

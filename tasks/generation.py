@@ -1,6 +1,7 @@
 """What the small and large generation tasks share: run the tier's engine and record the result."""
 from __future__ import annotations
 
+import logging
 import time
 from typing import Optional
 
@@ -9,16 +10,15 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from engines.base import GenerationRequest
 from engines.provider import get_engine
-from tasks.control import GenerationWatch
-from tasks.delivery import job_priority
-from tasks.fallback import after_timeout, generation_task
-from tasks.jobs import job_store
-from tasks.streaming import publish
+from jobs.queues import generation_task, job_priority
+from jobs.request import job_messages
+from jobs.status import JobStatus
+from jobs.streams import publish
+from tasks.context import WorkerContext, worker_context
+from tasks.fallback import after_timeout
+from tasks.watch import GenerationWatch
 
-
-def job_messages(job: dict) -> list[dict]:
-    """The chat messages of a job; a plain prompt is one user message."""
-    return job.get("messages") or [{"role": "user", "content": job["prompt"]}]
+log = logging.getLogger(__name__)
 
 
 def run_generation(task: Task, tier: str, job: dict, routing: dict) -> Optional[dict]:
@@ -27,32 +27,30 @@ def run_generation(task: Task, tier: str, job: dict, routing: dict) -> Optional[
     The job stops within one decode step when it is cancelled; past the tier's soft time limit it
     moves to the other tier (tasks.fallback) or fails.
     """
-    store = job_store()
-    job_id = task.request.id
-    started = time.time()
-    if not store.advance(job_id, status="generating", generation_started_at=started, tokens_so_far=0):
+    context = worker_context()
+    store, job_id, started = context.store, task.request.id, time.time()
+    if not store.move(job_id, JobStatus.GENERATING, generation_started_at=started, tokens_so_far=0):
         return None  # cancelled (or already finished by an earlier delivery)
     engine = get_engine(tier)
     request = GenerationRequest(job_messages(job), job["max_tokens"], job["temperature"])
     # A redelivered task starts over: readers drop the text they had before a `start`.
-    publish(job_id, "start", {"tier": tier, "model": engine.model_id, "routing": routing})
+    publish(store, job_id, "start", {"tier": tier, "model": engine.model_id, "routing": routing})
     pieces, tokens, first_token_at, finish_reason, prompt_tokens = [], 0, None, None, 0
     deadline = started + task.soft_time_limit if task.soft_time_limit else None
-    with GenerationWatch(store, job_id, request.cancel, deadline) as watch:
+    with GenerationWatch(store, job_id, request.cancel, context.settings.cancel_poll_s, deadline) as watch:
         for chunk in engine.generate(request):
             if first_token_at is None:
                 first_token_at = time.time()
             if chunk.text:
-                publish(job_id, "token", {"text": chunk.text})
+                publish(store, job_id, "token", {"text": chunk.text})
             pieces.append(chunk.text)
             tokens += chunk.token is not None and chunk.finish_reason != "stop"
             watch.tokens = tokens
             finish_reason = chunk.finish_reason
             prompt_tokens = chunk.prompt_tokens
     if finish_reason == "cancelled" and watch.reason == "timeout":
-        _fall_back_after_timeout(task, tier, job, routing)
+        _fall_back_after_timeout(context, task, tier, job, routing)
     finished = time.time()
-    record = store.get(job_id) or {}
     result = {
         "response": "".join(pieces),
         "model_used": engine.model_id,
@@ -65,28 +63,36 @@ def run_generation(task: Task, tier: str, job: dict, routing: dict) -> Optional[
         "tokens": tokens,
         "prompt_tokens": prompt_tokens,
         "finish_reason": finish_reason,
-        **_timings(record, started, first_token_at or finished, finished),
+        **_timings(store.get(job_id) or {}, started, first_token_at or finished, finished),
     }
     if "fallback" in routing:
         result["fallback"] = routing["fallback"]
     if finish_reason == "cancelled":
         result["tokens_after_cancel"] = tokens - (watch.tokens_at_cancel or 0)
-        store.update(job_id, result=result)  # what was generated before the cancel
-        store.advance(job_id, status="cancelled", finished_at=finished)
+        store.move(job_id, JobStatus.CANCELLED, result=result, finished_at=finished)  # what came before the cancel
         return result
-    # The stream's final event goes first: a reader that sees the job finished finds it there.
-    publish(job_id, "final", {"id": job_id, "status": "succeeded", **result})
-    store.advance(job_id, status="succeeded", result=result, finished_at=finished)
+    final = ("final", {"id": job_id, "status": JobStatus.SUCCEEDED.value, **result})
+    if store.move(job_id, JobStatus.SUCCEEDED, event=final, result=result, finished_at=finished):
+        _remember_answer(context, job_id, job, result)
     return result
 
 
-def _fall_back_after_timeout(task: Task, tier: str, job: dict, routing: dict) -> None:
+def _remember_answer(context: WorkerContext, job_id: str, job: dict, result: dict) -> None:
+    try:
+        context.exact_cache.store(job, result)
+        context.semantic_cache.store(job_id, job, result)
+    except Exception:  # a cache that cannot store must not turn a good answer into an error
+        log.exception("could not cache the answer of job %s", job_id)
+
+
+def _fall_back_after_timeout(context: WorkerContext, task: Task, tier: str, job: dict, routing: dict) -> None:
     """Hand the job to the other tier (same job id), or fail it when it may not fall back."""
-    moved = after_timeout(routing)
+    moved = after_timeout(context.settings, routing)
     if moved is None:
         raise SoftTimeLimitExceeded(f"the {tier} tier did not finish within {task.soft_time_limit:g}s")
-    job_store().advance(task.request.id, status="queued", routing=moved)
-    raise task.replace(generation_task(task.app, moved["tier"]).s(job, moved).set(priority=job_priority(job)))
+    context.store.move(task.request.id, JobStatus.QUEUED, routing=moved)
+    target = task.app.tasks[generation_task(moved["tier"])]
+    raise task.replace(target.s(job, moved).set(priority=job_priority(job)))
 
 
 def _timings(record: dict, started: float, first_token_at: float, finished: float) -> dict:

@@ -1,8 +1,8 @@
 """Keeps job records and the worker in step with Celery's signals.
 
 A task that fails for good marks its job failed; a worker uses patient Redis timeouts, loads its
-models early, beats its presence (tasks.presence), exits when it outgrows its memory cap, and keeps
-generated text out of its INFO log.
+models early, beats its presence (jobs.presence), exits when it outgrows its memory cap, and keeps
+generated text out of its INFO log. `connect_signals` (called by tasks.app) wires it all.
 """
 from __future__ import annotations
 
@@ -16,22 +16,35 @@ import time
 from celery.signals import celeryd_init, task_failure, worker_ready, worker_shutdown
 
 from engines.provider import get_engine
-from tasks import presence
-from tasks.jobs import job_store
+from jobs import presence
+from jobs.queues import TIERS, ROUTING_QUEUE, tier_queue
+from jobs.status import JobStatus
+from settings import get_settings
+from tasks.context import worker_context
 
 log = logging.getLogger(__name__)
 _stopping = threading.Event()
 _beating: dict = {}  # worker name and the queues of its last beat
 
 
-@task_failure.connect
+def connect_signals() -> None:
+    """Start-up: connect the handlers below and keep task results out of the log."""
+    task_failure.connect(mark_job_failed)
+    celeryd_init.connect(use_worker_redis_timeouts)
+    worker_ready.connect(warm_up)
+    worker_ready.connect(start_housekeeping)
+    worker_shutdown.connect(leave_presence)
+    trace_log = logging.getLogger("celery.app.trace")
+    if not any(isinstance(f, _HideTaskResults) for f in trace_log.filters):
+        trace_log.addFilter(_HideTaskResults())
+
+
 def mark_job_failed(sender=None, task_id: str | None = None, exception: BaseException | None = None, **_) -> None:
     if task_id:
         error = {"type": type(exception).__name__, "message": str(exception)[:500]}
-        job_store().advance(task_id, status="failed", error=error, finished_at=time.time())
+        worker_context().store.move(task_id, JobStatus.FAILED, error=error, finished_at=time.time())
 
 
-@celeryd_init.connect
 def use_worker_redis_timeouts(conf=None, **_) -> None:
     """Workers wait longer for Redis than web requests do: a slow moment must not fail a job."""
     timeout = conf.worker_redis_timeout_s
@@ -40,7 +53,6 @@ def use_worker_redis_timeouts(conf=None, **_) -> None:
                                      "socket_timeout": timeout, "socket_connect_timeout": timeout}
 
 
-@worker_ready.connect
 def warm_up(sender=None, **_) -> None:
     """Load the models this worker serves in the background, so the first job does not pay for it.
 
@@ -52,17 +64,15 @@ def warm_up(sender=None, **_) -> None:
     threading.Thread(target=_load_models_for, args=(_consumed_queues(sender),), name="warm-up", daemon=True).start()
 
 
-@worker_ready.connect
 def start_housekeeping(sender=None, **_) -> None:
     threading.Thread(target=_housekeeping, args=(sender,), name="housekeeping", daemon=True).start()
 
 
-@worker_shutdown.connect
 def leave_presence(sender=None, **_) -> None:
     _stopping.set()
     if _beating:
         try:
-            presence.leave(job_store().redis, _beating["worker"], _beating["queues"])
+            presence.leave(worker_context().store.redis, _beating["worker"], _beating["queues"])
         except Exception as exc:
             log.warning("could not leave the live-worker list: %s", type(exc).__name__)
 
@@ -77,12 +87,10 @@ def _consumed_queues(consumer) -> set[str]:
 
 def _load_models_for(queues: set[str]) -> None:
     try:
-        if "routing" in queues:
-            from tasks.routing import get_router
-
-            get_router()
-        for tier in ("small", "large"):
-            if f"{tier}-queue" in queues:
+        if ROUTING_QUEUE in queues:
+            worker_context().router()
+        for tier in TIERS:
+            if tier_queue(tier) in queues:
                 get_engine(tier)
     except Exception:
         log.exception("warm-up failed; models will load on the first job")
@@ -94,13 +102,14 @@ def _housekeeping(consumer) -> None:
     while True:
         try:
             queues = _consumed_queues(consumer)
-            presence.beat(job_store().redis, consumer.hostname, queues, _beating["queues"])
+            presence.beat(worker_context().store.redis, consumer.hostname, queues, _beating["queues"],
+                          get_settings().worker_heartbeat_s)
             _beating["queues"] = queues
         except Exception as exc:  # Redis away: beat again later
             log.warning("presence beat failed: %s", type(exc).__name__)
         if not _is_prefork(consumer):
             _enforce_memory_cap(consumer.app.conf.worker_max_memory_per_child)
-        if _stopping.wait(presence.heartbeat_s()):
+        if _stopping.wait(get_settings().worker_heartbeat_s):
             return
 
 
@@ -133,6 +142,3 @@ class _HideTaskResults(logging.Filter):
             record.args = {**record.args, "return_value": "<hidden>"}
             record.data = record.args
         return True
-
-
-logging.getLogger("celery.app.trace").addFilter(_HideTaskResults())

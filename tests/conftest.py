@@ -30,6 +30,19 @@ WORKERS = {
 }
 
 
+# Modules whose tests load the generation model in the test process (no worker fixture to tell).
+MODEL_MODULES = {"test_engine", "test_engine_llamacpp", "test_gguf", "test_no_mlx", "test_outage", "test_delivery",
+                 "test_loadtest", "test_playground"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """The integration layer is marked `slow`: tests that need a worker, the web server or the model."""
+    for item in items:
+        needs_workers = {"workers", "live_server"} & set(getattr(item, "fixturenames", ()))
+        if needs_workers or item.module.__name__ in MODEL_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 def _flush_test_db() -> None:
     import redis
 
@@ -56,11 +69,11 @@ def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:
 
 
 def wait_for_queues(queues: list[str], timeout: float = 120) -> None:
-    from webapp.health import workers_per_queue
+    from helpers import broker
 
     deadline = time.time() + timeout
     while time.time() < deadline:
-        counts = workers_per_queue(timeout_s=1.0)
+        counts = broker().workers_per_queue(timeout_s=1.0)
         if all(counts.get(q) for q in queues):
             return
     raise RuntimeError(f"workers for {queues} did not come up; see test-artifacts/logs")
@@ -121,9 +134,9 @@ def live_server(workers, artifacts_dir):
 
 @pytest.fixture(scope="session")
 def app():
-    from webapp import create_app
+    from helpers import app_with
 
-    return create_app({"TESTING": True, "WAIT_TIMEOUT_S": 120})
+    return app_with(wait_timeout_s=120)
 
 
 @pytest.fixture()

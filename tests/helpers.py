@@ -1,9 +1,59 @@
 """Helpers shared by the tests."""
 from __future__ import annotations
 
+import functools
 import socket
 import time
 from typing import Iterator
+
+from settings import get_settings
+
+
+@functools.lru_cache(maxsize=None)
+def job_store():
+    """A job store on the test Redis, as a worker would build it."""
+    from jobs import redis_client
+    from jobs.store import JobStore
+
+    settings = get_settings()
+    return JobStore(redis_client(settings.redis_url, settings.worker_redis_timeout_s), settings.job_ttl_s)
+
+
+@functools.lru_cache(maxsize=None)
+def exact_cache():
+    """The exact cache as the web app builds it (same keys, same index)."""
+    from cache.exact import ExactCache
+    from engines.provider import served_models
+
+    settings = get_settings()
+    return ExactCache(job_store().redis, served_models(), settings.exact_cache_ttl_s,
+                      settings.exact_cache_max_entries)
+
+
+@functools.lru_cache(maxsize=None)
+def semantic_cache():
+    """The semantic cache as the routing worker builds it."""
+    from cache.semantic import SemanticCache
+    from engines.provider import served_models
+
+    settings = get_settings()
+    return SemanticCache(job_store(), served_models(), settings.semantic_cache_threshold,
+                         settings.semantic_cache_ttl_s, settings.semantic_cache_max_entries)
+
+
+def app_with(**changes):
+    """A test app whose settings differ from this process's by `changes` (e.g. `prompt_max_chars=50`)."""
+    from webapp import create_app
+
+    return create_app(get_settings().replace(**changes), {"TESTING": True})
+
+
+@functools.lru_cache(maxsize=None)
+def broker():
+    """The web app's broker: Celery's client side, as the web app uses it."""
+    from webapp.broker import Broker
+
+    return Broker()
 
 
 def free_port() -> int:
@@ -20,11 +70,9 @@ def free_udp_port() -> int:
 
 def wait_until_cached(body: dict, timeout: float = 30) -> dict:
     """The exact cache stores an answer just after the job's result is published; wait for it."""
-    from cache.exact import exact_cache
-    from cache.keys import exact_key
     from webapp.schemas import JobRequestSchema
 
-    key = exact_key(JobRequestSchema().load(body))
+    key = exact_cache().key(JobRequestSchema().load(body))
     deadline = time.time() + timeout
     while time.time() < deadline:
         if (entry := exact_cache().index.get(key)) is not None:

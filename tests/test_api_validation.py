@@ -4,9 +4,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import redis
 
-from conftest import TEST_REDIS_URL
+from helpers import app_with, broker, job_store
 
 BAD_BODIES = [
     ("not json at all", 400, "invalid_request"),
@@ -31,8 +30,8 @@ BAD_BODIES = [
 
 
 def _queued_messages() -> int:
-    client = redis.Redis.from_url(TEST_REDIS_URL)
-    return sum(client.llen(q) for q in ("routing", "small-queue", "large-queue"))
+    """Messages waiting in every queue, at every priority."""
+    return sum(broker().queue_depths(job_store()).values())
 
 
 def assert_json_error(response, status: int, code: str) -> dict:
@@ -69,9 +68,8 @@ def test_body_over_the_cap_is_413(client, app):
     assert_json_error(response, 413, "payload_too_large")
 
 
-def test_prompt_over_the_character_limit_is_400(client, monkeypatch):
-    monkeypatch.setenv("PROMPT_MAX_CHARS", "50")
-    response = client.post("/v1/jobs", json={"prompt": "word " * 20})
+def test_prompt_over_the_character_limit_is_400():
+    response = app_with(prompt_max_chars=50).test_client().post("/v1/jobs", json={"prompt": "word " * 20})
     assert_json_error(response, 400, "invalid_request")
 
 

@@ -6,13 +6,9 @@ import time
 import pytest
 import redis
 
-from cache.exact import exact_cache
+from helpers import exact_cache, job_store, semantic_cache, wait_for_job, wait_until_cached
 from cache.index import BoundedIndex
-from cache.keys import exact_key
-from cache.semantic import semantic_cache
 from conftest import TEST_REDIS_URL
-from helpers import wait_for_job, wait_until_cached
-from tasks.jobs import job_store
 from webapp.schemas import JobRequestSchema
 
 BODY = {"prompt": "Name a primary color.", "max_tokens": 4, "tier": "small"}
@@ -73,7 +69,7 @@ def test_bypass_generates_afresh(client, answered, how):
 @pytest.mark.parametrize("change", [{"max_tokens": 3}, {"tier": "large"}])
 def test_settings_that_change_the_answer_are_part_of_the_key(client, answered, change):
     body = {**BODY, **change}
-    assert exact_key(JobRequestSchema().load(body)) != exact_key(JobRequestSchema().load(BODY))
+    assert exact_cache().key(JobRequestSchema().load(body)) != exact_cache().key(JobRequestSchema().load(BODY))
     response = client.post("/v1/jobs", json=body)
     assert response.status_code == 202
     assert wait_for_job(client, response.get_json()["id"])["result"]["cached"] is False
@@ -84,7 +80,7 @@ def test_sampled_answers_are_not_cached(workers, client, fresh_cache):
     view = wait_for_job(client, client.post("/v1/jobs", json=body).get_json()["id"])
     assert view["status"] == "succeeded"
     time.sleep(0.5)
-    assert fresh_cache.index.get(exact_key(JobRequestSchema().load(body))) is None
+    assert fresh_cache.index.get(fresh_cache.key(JobRequestSchema().load(body))) is None
     again = client.post("/v1/jobs", json=body)
     assert again.status_code == 202
     wait_for_job(client, again.get_json()["id"])

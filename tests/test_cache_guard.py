@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
 
 from cache.guard import mismatch, signature
-from cache.keys import normalise_text, served_models
+from cache.keys import normalise_text
 from cache.semantic import SemanticCache
-from conftest import TEST_REDIS_URL
+from engines.provider import served_models
+from helpers import job_store
 from routing.embedder import Embedder
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -35,7 +35,7 @@ def embedder():
 
 @pytest.fixture()
 def semantic():
-    cache = SemanticCache(redis.Redis.from_url(TEST_REDIS_URL), prefix="test:semantic-guard")
+    cache = SemanticCache(job_store(), served_models(), prefix="test:semantic-guard")
     cache.index.clear()
     yield cache
     cache.index.clear()

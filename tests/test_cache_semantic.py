@@ -8,11 +8,9 @@ import pytest
 import redis
 
 from cache.index import BoundedIndex
-from cache.semantic import semantic_cache
+from helpers import job_store, semantic_cache, wait_for_job
 from cache.vectors import VectorMirror
 from conftest import TEST_REDIS_URL
-from helpers import wait_for_job
-from tasks.jobs import job_store
 
 pytestmark = pytest.mark.usefixtures("workers")
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import wait_for_job
-from tasks.app import app as celery_app
-from tasks.jobs import job_store
-from tasks.presence import heartbeat_s, live_workers
+from helpers import broker, job_store, wait_for_job
+from jobs.presence import live_workers
+from settings import get_settings
+
+BEAT = get_settings().worker_heartbeat_s
 from workerctl import (job_record, node, paused, queued_messages, started_worker, stop_warm, submit,
                        wait_until, wait_until_steady)
 
@@ -27,7 +28,7 @@ def test_cancelled_queued_job_never_runs(client):
         assert response.status_code == 200, response.get_json()
         assert response.get_json()["status"] == "cancelled"
     # The worker takes the message now; the task ends without generating.
-    celery_app.AsyncResult(job_id).get(timeout=180)
+    broker().celery.AsyncResult(job_id).get(timeout=180)
     record = job_record(job_id)
     assert record["status"] == "cancelled"
     assert "generation_started_at" not in record and "result" not in record
@@ -42,7 +43,7 @@ def test_cancelled_running_job_stops_within_one_decode_step(client):
     response = client.delete(f"/v1/jobs/{job_id}")
     assert response.status_code == 200 and response.get_json()["status"] == "cancelled"
 
-    celery_app.AsyncResult(job_id).get(timeout=180)  # the task has returned
+    broker().celery.AsyncResult(job_id).get(timeout=180)  # the task has returned
     record = job_record(job_id)
     result = record["result"]
     print(f"cancelled after {result['tokens']} tokens; tokens decoded after the cancel was seen: "
@@ -56,8 +57,7 @@ def test_cancelled_running_job_stops_within_one_decode_step(client):
 def test_delete_of_unknown_or_finished_jobs(client):
     assert client.delete("/v1/jobs/0123456789abcdef0123456789abcdef").status_code == 404
     store = job_store()
-    store.create("f" * 32, {"prompt": "done already"})
-    store.update("f" * 32, status="succeeded")
+    store.create("f" * 32, {"prompt": "done already"}, status="succeeded")
     response = client.delete("/v1/jobs/" + "f" * 32)
     assert response.status_code == 409
     assert response.get_json()["error"]["code"] == "conflict"
@@ -65,11 +65,11 @@ def test_delete_of_unknown_or_finished_jobs(client):
 
 
 def test_full_queue_refuses_with_429_and_queues_nothing():
-    from webapp import create_app
+    from helpers import app_with
 
     with paused("routing", "routing"):
         depth = queued_messages("routing")
-        limited = create_app({"TESTING": True, "QUEUE_LIMITS": {"routing": depth + 2}, "QUEUE_RETRY_AFTER_S": 7})
+        limited = app_with(routing_max_depth=depth + 2, queue_retry_after_s=7)
         client = limited.test_client()
         accepted = [submit(client, prompt="hello there", max_tokens=2) for _ in range(2)]
         jobs_before = len(job_store().redis.keys("job:*"))
@@ -108,8 +108,8 @@ def test_high_priority_job_overtakes_queued_low_priority_ones(client):
 def test_job_falls_back_when_its_tier_has_no_live_worker(client):
     redis = job_store().redis
     with paused("large", "large-queue"):
-        wait_until_steady(lambda: node("large") not in live_workers(redis, "large-queue")
-                          and node("small") in live_workers(redis, "small-queue"), 1.5 * heartbeat_s(), 60,
+        wait_until_steady(lambda: node("large") not in live_workers(redis, "large-queue", BEAT)
+                          and node("small") in live_workers(redis, "small-queue", BEAT), 1.5 * get_settings().worker_heartbeat_s, 60,
                           "no live worker on the large tier and one on the small tier")
         job_id = submit(client, prompt=LARGE_PROMPT, max_tokens=4)
         view = wait_for_job(client, job_id, timeout=300)
@@ -118,7 +118,7 @@ def test_job_falls_back_when_its_tier_has_no_live_worker(client):
     assert view["routing"]["fallback"] == expected
     assert view["result"]["fallback"] == expected
     assert view["result"]["tier"] == "small" and view["result"]["queue"] == "small-queue"
-    wait_until(lambda: node("large") in live_workers(redis, "large-queue"), 60, "the large tier to be live again")
+    wait_until(lambda: node("large") in live_workers(redis, "large-queue", BEAT), 60, "the large tier to be live again")
 
 
 def test_job_falls_back_when_its_tier_times_out(client, artifacts_dir):
@@ -128,7 +128,7 @@ def test_job_falls_back_when_its_tier_times_out(client, artifacts_dir):
                           concurrency=1)
     try:
         with paused("small", "small-queue"):
-            wait_until(lambda: node("small-slow") in live_workers(redis, "small-queue"), 60, "the slow worker")
+            wait_until(lambda: node("small-slow") in live_workers(redis, "small-queue", BEAT), 60, "the slow worker")
             job_id = submit(client, prompt=SMALL_PROMPT, max_tokens=4)
             view = wait_for_job(client, job_id, timeout=300)
     finally:

@@ -12,9 +12,8 @@ import uuid
 import pytest
 
 from conftest import ROOT, start_worker
-from helpers import free_port
-from tasks.app import app as celery_app
-from tasks.jobs import FINAL_STATUSES, job_store
+from helpers import broker, free_port, job_store
+from jobs.status import is_final
 from workerctl import (PYTHONPATH_WITH_TESTS, SHORT_REDELIVERY_ENV, job_record, log_lines, paused, queued_messages,
                        redis_server, started_worker, stop_warm, submit, wait_ready, wait_until,
                        wait_until_nothing_in_flight)
@@ -35,7 +34,7 @@ def _final_views(client, job_ids: list[str], timeout: float) -> dict[str, dict]:
     views = {}
     while time.time() < deadline:
         views = {job_id: client.get(f"/v1/jobs/{job_id}").get_json() for job_id in job_ids}
-        if all(view["status"] in FINAL_STATUSES for view in views.values()):
+        if all(is_final(view["status"]) for view in views.values()):
             break
         time.sleep(0.5)
     return views
@@ -102,7 +101,7 @@ def test_a_job_that_kills_its_worker_fails_after_bounded_deliveries(client, arti
     job_id = uuid.uuid4().hex
     job_store().create(job_id, {"prompt": "poison"})
     wait_until_nothing_in_flight()
-    celery_app.send_task("tests.poison.kill_worker", task_id=job_id, queue="poison-test")
+    broker().celery.send_task("tests.poison.kill_worker", task_id=job_id, queue="poison-test")
 
     kills = 0
     for _ in range(cap + 2):  # what supervisord would do: start the worker again after each death

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from routing.embedder import Embedder
+from settings import load_settings
 
 PROMPTS = ["hi there", "prove that sqrt 2 is irrational", "what does CPU stand for",
            "write a haiku about rain", "my docker container exits with code 137, why?",
@@ -91,7 +92,6 @@ def test_onnx_and_torch_backends_give_the_same_vectors(embedder):
     assert float((onnx * torch).sum(axis=1).min()) > 0.9999
 
 
-def test_unknown_backend_is_refused(monkeypatch):
-    monkeypatch.setenv("EMBEDDING_BACKEND", "tensorflow")
+def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="EMBEDDING_BACKEND"):
-        Embedder()
+        Embedder(settings=load_settings({"EMBEDDING_BACKEND": "tensorflow"}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from engines.provider import served_models
-from helpers import wait_for_job
+from helpers import app_with, wait_for_job
 
 pytestmark = pytest.mark.usefixtures("workers")
 
@@ -58,12 +58,9 @@ def test_forced_large_tier_runs_on_large_queue(client):
     assert view["routing"]["intent"] == "casual", "a forced tier still reports the real best intent"
 
 
-def test_synchronous_timeout_returns_504_with_the_job_id(app, client):
-    app.config["WAIT_TIMEOUT_S"] = 0.05
-    try:
-        response = client.post("/generate", json={"prompt": "Tell me a long story about a dragon", "max_tokens": 4})
-    finally:
-        app.config["WAIT_TIMEOUT_S"] = 120
+def test_synchronous_timeout_returns_504_with_the_job_id(client):
+    impatient = app_with(wait_timeout_s=0.05).test_client()
+    response = impatient.post("/generate", json={"prompt": "Tell me a long story about a dragon", "max_tokens": 4})
     assert response.status_code == 504
     error = response.get_json()["error"]
     assert error["code"] == "timeout"

@@ -14,13 +14,15 @@ pytest.importorskip("llama_cpp")
 from engines.base import GenerationRequest  # noqa: E402
 from engines.llamacpp_engine import LlamaCppEngine  # noqa: E402
 from engines.llamacpp_models import resolve_gguf  # noqa: E402
+from settings import get_settings  # noqa: E402
 
 PROMPTS = ["What is the capital of France?", "Name a colour.", "Say hi to Sam.", "Count to three."]
 
 
-def engine_for(tier: str, max_batch: int) -> LlamaCppEngine:
-    spec = resolve_gguf(tier)
-    return LlamaCppEngine(spec.path, spec.model_id, max_batch, spec.tokenizer_gguf)
+def engine_for(tier: str, max_batch: int, **settings_changes) -> LlamaCppEngine:
+    settings = get_settings().replace(**settings_changes)
+    spec = resolve_gguf(tier, settings=settings)
+    return LlamaCppEngine(spec.path, spec.model_id, max_batch, spec.tokenizer_gguf, settings)
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +70,8 @@ def test_a_reader_that_stops_early_frees_its_slot(engine):
     assert all(a[-1].finish_reason in ("stop", "length") for a in answers)
 
 
-def test_a_request_larger_than_the_kv_cache_is_refused(monkeypatch):
-    monkeypatch.setenv("ENGINE_SEQ_CTX", "32")
-    small = engine_for("small", 1)
+def test_a_request_larger_than_the_kv_cache_is_refused():
+    small = engine_for("small", 1, engine_seq_ctx=32)
     with pytest.raises(ValueError, match="exceed the engine's 32 KV tokens"):
         ask(small, "What is the capital of France?", 16)
 
@@ -90,26 +91,29 @@ def test_the_large_tier_answers_exactly_as_the_mlx_float32_tier():
 def test_tiers_run_the_bundled_weights_expanded_once(monkeypatch, tmp_path):
     from engines.bundled import bundled_gguf_path
 
-    monkeypatch.setenv("MODELS_DIR", str(tmp_path))
-    monkeypatch.setenv("SMALL_GGUF_TYPE", "bf16")
-    spec = resolve_gguf("small")
+    def with_type(kind: str):
+        return get_settings().replace(models_dir=str(tmp_path), small_gguf_type=kind)
+
+    spec = resolve_gguf("small", settings=with_type("bf16"))
     assert spec.path == str(tmp_path / f"{bundled_gguf_path().stem}-bf16.gguf")
     assert spec.model_id == "SmolLM2-135M-Instruct-bf16-llamacpp"
     made = Path(spec.path).stat().st_mtime_ns
-    assert resolve_gguf("small").path == spec.path and Path(spec.path).stat().st_mtime_ns == made  # made once
-    assert [p.name for p in tmp_path.iterdir()] == [Path(spec.path).name]  # nothing partial left over
-    assert "Paris" in "".join(c.text for c in ask(engine_for("small", 1), "What is the capital of France?", 12))
+    again = resolve_gguf("small", settings=with_type("bf16"))
+    assert again.path == spec.path and Path(spec.path).stat().st_mtime_ns == made  # made once
+    # The expanded file and the tokenizer folder, nothing partial left over.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [Path(spec.path).name,
+                                                         f"{bundled_gguf_path().stem}-tokenizer"]
+    small = engine_for("small", 1, models_dir=str(tmp_path), small_gguf_type="bf16")
+    assert "Paris" in "".join(c.text for c in ask(small, "What is the capital of France?", 12))
 
-    monkeypatch.setenv("SMALL_GGUF_TYPE", "q4_1")
-    assert resolve_gguf("small").path == str(bundled_gguf_path())
-    monkeypatch.delenv("SMALL_GGUF_TYPE")
+    assert resolve_gguf("small", settings=with_type("q4_1")).path == str(bundled_gguf_path())
     for native_bf16, kind in [(True, "bf16"), (False, "f16")]:
         monkeypatch.setattr("engines.llamacpp_models.cpu_has_native_bf16", lambda: native_bf16)
-        assert resolve_gguf("small", prepare=False).model_id == f"SmolLM2-135M-Instruct-{kind}-llamacpp"
+        assert resolve_gguf("small", prepare=False, settings=with_type("")).model_id == \
+            f"SmolLM2-135M-Instruct-{kind}-llamacpp"
     assert resolve_gguf("large", prepare=False).model_id == "SmolLM2-135M-Instruct-f32-llamacpp"
-    monkeypatch.setenv("SMALL_GGUF_TYPE", "q3_k")
     with pytest.raises(ValueError, match="SMALL_GGUF_TYPE='q3_k'"):
-        resolve_gguf("small")
+        resolve_gguf("small", settings=with_type("q3_k"))
 
 
 def test_the_default_backend_is_llama_cpp_off_apple_silicon_and_mlx_on_it(monkeypatch):
@@ -118,25 +122,22 @@ def test_the_default_backend_is_llama_cpp_off_apple_silicon_and_mlx_on_it(monkey
 
     from engines.provider import backend_name
 
-    monkeypatch.delenv("ENGINE_BACKEND", raising=False)
+    auto = get_settings().replace(engine_backend="auto")
     monkeypatch.setattr(sys, "platform", "linux")
-    assert backend_name() == "llamacpp"
+    assert backend_name(auto) == "llamacpp"
     monkeypatch.setattr(sys, "platform", "darwin")
     monkeypatch.setattr(platform, "machine", lambda: "arm64")
-    assert backend_name() == "mlx"
-    monkeypatch.setenv("ENGINE_BACKEND", "mlx")
+    assert backend_name(auto) == "mlx"
     monkeypatch.setattr(sys, "platform", "linux")
-    assert backend_name() == "mlx"
+    assert backend_name(get_settings().replace(engine_backend="mlx")) == "mlx"
 
 
-def test_a_shared_prompt_prefix_is_prefilled_once_without_changing_the_answers(monkeypatch):
+def test_a_shared_prompt_prefix_is_prefilled_once_without_changing_the_answers():
     prompts = ["What is the capital of France?", "Tell me about the sea.", "What is the capital of Spain?"]
-    monkeypatch.setenv("ENGINE_PREFIX_CACHE", "0")
-    fresh = engine_for("large", 2)
+    fresh = engine_for("large", 2, engine_prefix_cache=0)
     expected = [[c.token for c in ask(fresh, p, 12)] for p in prompts]
     assert fresh.stats.reused_prompt_tokens == 0
-    monkeypatch.setenv("ENGINE_PREFIX_CACHE", "8")
-    sharing = engine_for("large", 2)
+    sharing = engine_for("large", 2, engine_prefix_cache=8)
     answers = [[c.token for c in ask(sharing, p, 12)] for p in prompts]
     assert answers == expected
     first, second = (sharing.encode([{"role": "user", "content": p}]) for p in prompts[:2])
@@ -145,16 +146,8 @@ def test_a_shared_prompt_prefix_is_prefilled_once_without_changing_the_answers(m
     assert sharing.stats.reused_prompt_tokens >= 2 * shared, "the later prompts reused the system prompt"
 
 
-def test_a_bad_engine_setting_stops_the_web_app_at_start(monkeypatch):
-    from engines.provider import served_models
+def test_a_bad_engine_setting_stops_the_web_app_at_start():
     from webapp import create_app
 
-    monkeypatch.delenv("ENGINE_BACKEND", raising=False)
-    monkeypatch.setenv("SMALL_GGUF_TYPE", "q3_k")
-    served_models.cache_clear()
-    try:
-        with pytest.raises(ValueError, match="SMALL_GGUF_TYPE='q3_k'"):
-            create_app()
-    finally:
-        monkeypatch.undo()
-        served_models.cache_clear()
+    with pytest.raises(ValueError, match="SMALL_GGUF_TYPE='q3_k'"):
+        create_app(get_settings().replace(engine_backend="auto", small_gguf_type="q3_k"))

@@ -6,9 +6,7 @@ refused with 429 and nothing runs), then submissions that really queue (each job
 """
 from __future__ import annotations
 
-import os
 from collections import Counter
-from unittest import mock
 
 import pytest
 import schemathesis
@@ -35,16 +33,14 @@ def json_error_shape(ctx, response, case) -> None:
 
 
 # Short prompts and answers: a job that a worker picks up before its cancel arrives stays cheap.
-FUZZ_LIMITS = {"PROMPT_MAX_CHARS": "300", "MAX_TOKENS_LIMIT": "2"}
+FUZZ_LIMITS = {"prompt_max_chars": 300, "max_tokens_limit": 2}
 
 
-def _schema(queue_limits: dict):
+def _schema(**queue_limits):
     """The app's OpenAPI document, loaded (under the fuzz limits) when the tests are collected."""
-    from webapp import create_app
+    from helpers import app_with
 
-    with mock.patch.dict(os.environ, FUZZ_LIMITS):
-        app = create_app({"TESTING": True, "QUEUE_LIMITS": queue_limits})
-        return schemathesis.openapi.from_wsgi("/openapi.json", app)
+    return schemathesis.openapi.from_wsgi("/openapi.json", app_with(**FUZZ_LIMITS, **queue_limits))
 
 
 STATUSES: Counter = Counter()  # responses seen, by status
@@ -56,15 +52,8 @@ def report_statuses():
     print(f"\nfuzzing: {sum(STATUSES.values())} requests, by status {dict(sorted(STATUSES.items()))}")
 
 
-@pytest.fixture(autouse=True)
-def fuzz_limits(monkeypatch):
-    """The same limits while the requests run (the app reads them on each request)."""
-    for name, value in FUZZ_LIMITS.items():
-        monkeypatch.setenv(name, value)
-
-
-every_operation = _schema({"routing": 0})
-submissions = _schema({}).include(path="/v1/jobs", method="POST")
+every_operation = _schema(routing_max_depth=0)
+submissions = _schema().include(path="/v1/jobs", method="POST")
 FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
                          database=None)
 
@@ -86,9 +75,10 @@ def test_fuzzed_submissions_that_queue_never_break_the_api(case):
         assert cancelled.status_code == 200
 
 
-def test_openapi_document_follows_the_schemas_and_limits(client, monkeypatch):
-    monkeypatch.setenv("MAX_TOKENS_LIMIT", "64")  # overrides the fuzz limits
-    document = client.get("/openapi.json").get_json()
+def test_openapi_document_follows_the_schemas_and_limits():
+    from helpers import app_with
+
+    document = app_with(max_tokens_limit=64).test_client().get("/openapi.json").get_json()
     assert document["openapi"].startswith("3.")
     assert {"/v1/jobs", "/v1/jobs/{job_id}", "/generate", "/health"} <= set(document["paths"])
     assert set(document["paths"]["/v1/jobs/{job_id}"]) >= {"get", "delete"}

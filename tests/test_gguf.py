@@ -1,4 +1,4 @@
-"""Tests for engines.gguf: GGUF -> MLX folder conversion of the bundled SmolLM2."""
+"""Tests for engines.gguf: GGUF -> MLX folder conversion of the bundled SmolLM2 (and the MLX-free metadata reader)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from engines import gguf
 from engines.gguf import bundled_gguf_path, convert_gguf
+from engines.gguf_tokenizer import build_tokenizer_folder, read_metadata
 
 HIDDEN = 576
 VOCAB = 49152
@@ -130,6 +131,20 @@ def test_tokenizer_config(small_dir: Path) -> None:
     assert config["model_max_length"] == 8192
 
 
+def test_metadata_reader_agrees_with_mlx() -> None:
+    """engines.gguf_tokenizer reads the GGUF header itself (no MLX): the same values mx.load gives."""
+    _, expected = mx.load(str(bundled_gguf_path()), return_metadata=True)
+    assert read_metadata(bundled_gguf_path()) == {k: gguf._plain(v) for k, v in expected.items()}
+
+
+def test_the_mlx_free_tokenizer_folder_holds_the_same_files(small_dir: Path, tmp_path: Path) -> None:
+    """The llama.cpp engine's tokenizer folder and the MLX folder are written by the same code from the same GGUF."""
+    folder = build_tokenizer_folder(bundled_gguf_path(), tmp_path / "tokenizer", progress=lambda _: None)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (folder / name).read_bytes() == (small_dir / name).read_bytes(), name
+    assert sorted(p.name for p in folder.iterdir()) == ["tokenizer.json", "tokenizer_config.json"]
+
+
 def test_tokenizer_special_tokens_and_round_trip(small_model) -> None:
     _, tok = small_model
     assert tok.encode("<|im_end|>") == [2]
@@ -167,7 +182,7 @@ def test_interrupted_conversion_leaves_nothing(monkeypatch: pytest.MonkeyPatch, 
     def boom(*_a, **_k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(gguf, "_write_tokenizer", boom)
+    monkeypatch.setattr(gguf, "write_tokenizer", boom)
     with pytest.raises(KeyboardInterrupt):
         convert_gguf(bundled_gguf_path(), tmp_path / "out", progress=lambda _: None)
     assert list(tmp_path.iterdir()) == []

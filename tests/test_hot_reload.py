@@ -10,12 +10,12 @@ import pytest
 
 import conftest
 from conftest import start_worker, stop_process, wait_for_queues
-from helpers import wait_for_job
+from helpers import broker, job_store, wait_for_job
+from settings import get_settings
 from routing.embedder import Embedder
 from routing.intents import INTENTS_FILE
 from routing.live import LiveRouter
 from routing.params import PARAMS_FILE
-from tasks.jobs import job_store
 from webapp.schemas import JobRequestSchema
 
 GREETING = "hey there, how's your day going?"
@@ -105,16 +105,14 @@ def test_first_load_of_an_invalid_file_raises(tmp_path, encode):
         LiveRouter(encode, INTENTS_FILE, bad).get()
 
 
-def test_get_router_follows_the_configured_paths(files, monkeypatch):
-    import tasks.routing
+def test_the_worker_router_follows_the_configured_paths(files):
+    from tasks.context import WorkerContext
 
     routes, params = files
-    monkeypatch.setenv("ROUTES_FILE", str(routes))
-    monkeypatch.setenv("ROUTING_PARAMS_FILE", str(params))
-    monkeypatch.setattr(tasks.routing, "_live", None)
-    assert tasks.routing.get_router().route(GREETING)[0].tier == "small"
+    context = WorkerContext.build(get_settings().replace(routes_file=str(routes), routing_params_file=str(params)))
+    assert context.router().route(GREETING)[0].tier == "small"
     _never_small(params)
-    assert tasks.routing.get_router().route(GREETING)[0].rule == "fallback"
+    assert context.router().route(GREETING)[0].rule == "fallback"
 
 
 def _route_on_queue(client, queue: str, prompt: str) -> dict:
@@ -122,9 +120,7 @@ def _route_on_queue(client, queue: str, prompt: str) -> dict:
     job = JobRequestSchema().load({"prompt": prompt, "max_tokens": 2})
     job_id = uuid.uuid4().hex
     job_store().create(job_id, job)
-    from tasks.routing import route
-
-    route.apply_async(args=[job], task_id=job_id, queue=queue)
+    broker().celery.send_task("tasks.routing.route", args=[job], task_id=job_id, queue=queue)
     view = wait_for_job(client, job_id)
     assert view["status"] == "succeeded", view
     assert view["result"]["routing"] == view["routing"]

@@ -14,10 +14,7 @@ from collections import defaultdict
 
 import pytest
 
-from cache.exact import exact_cache
-from helpers import wait_for_job, wait_until_cached
-from tasks import small
-from tasks.jobs import job_store
+from helpers import broker, exact_cache, job_store, wait_for_job, wait_until_cached
 
 pytestmark = pytest.mark.usefixtures("workers")
 PREFIX = os.environ["STATSD_PREFIX"]
@@ -135,6 +132,6 @@ def test_task_failures_are_counted(listener):
     listener.drain()
     job_id = uuid.uuid4().hex
     job_store().create(job_id, {"not": "a job"})  # a recorded job, so the task runs (and fails) rather than skips
-    small.generate.apply_async(args=[{"not": "a job"}, {}], task_id=job_id)  # run_generation fails on it
+    broker().celery.send_task("tasks.small.generate", args=[{"not": "a job"}, {}], task_id=job_id)  # run_generation fails on it
     received = listener.wait_for({"task.small.generate.failure"})
     assert types_of(received, {"task.small.generate.failure"}) == {"task.small.generate.failure": {"c"}}

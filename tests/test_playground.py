@@ -6,8 +6,7 @@ import shutil
 import pytest
 
 from engines.provider import served_models
-from cache.exact import exact_cache
-from cache.semantic import semantic_cache
+from helpers import exact_cache, semantic_cache
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 # Without these Chromium tries network connections that fail here.

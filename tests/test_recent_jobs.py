@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import uuid
 
-from tasks.jobs import job_store
-from tasks.recent_jobs import RECENT_KEY, remember_job
+from helpers import job_store
+from jobs.recent import RECENT_KEY, remember_job
 
 
-def _remembered_job(prompt: str) -> str:
+def _remembered_job(prompt: str, keep: int) -> str:
     job_id = uuid.uuid4().hex
     job_store().create(job_id, {"prompt": prompt, "max_tokens": 1, "temperature": 0.0, "tier": "auto"})
-    remember_job(job_id)
+    remember_job(job_store(), job_id, keep)
     return job_id
 
 
@@ -23,9 +23,8 @@ def test_submitted_jobs_are_listed_newest_first_with_status_and_prompt(client):
     assert all(job["status"] in ("queued", "routing", "generating", "succeeded") for job in jobs)
 
 
-def test_the_list_is_bounded_and_skips_expired_jobs(client, monkeypatch):
-    monkeypatch.setenv("RECENT_JOBS_MAX", "3")
-    ids = [_remembered_job(f"job {i}") for i in range(5)]
+def test_the_list_is_bounded_and_skips_expired_jobs(client):
+    ids = [_remembered_job(f"job {i}", keep=3) for i in range(5)]
     assert [i.decode() for i in job_store().redis.lrange(RECENT_KEY, 0, -1)] == ids[::-1][:3]
     job_store().delete(ids[3])  # as if it had expired
     listed = [job["id"] for job in client.get("/v1/jobs").get_json()["jobs"]]

@@ -13,8 +13,7 @@ import uuid
 import pytest
 
 from conftest import ROOT
-from helpers import wait_for_job
-from tasks.jobs import job_store
+from helpers import app_with, job_store, wait_for_job
 from test_api_validation import assert_json_error
 from webapp.apikeys import KEYS_HASH
 from workerctl import wait_until
@@ -22,9 +21,9 @@ from workerctl import wait_until
 
 @pytest.fixture()
 def keyed_app():
-    from webapp import create_app
+    from helpers import app_with
 
-    return create_app({"TESTING": True, "API_KEYS_REQUIRED": True, "RATE_LIMIT": "3/minute"})
+    return app_with(api_keys_required=True, rate_limit="3/minute")
 
 
 def create_key(app, *options: str) -> tuple[str, str]:
@@ -110,15 +109,15 @@ def test_rate_limit_is_per_key(keyed_app):
     assert client.get("/v1/jobs/" + "0" * 32, headers=bearer(busy)).status_code == 404
 
 
-def test_prompt_over_the_token_limit_is_400(client, monkeypatch):
-    monkeypatch.setenv("PROMPT_MAX_TOKENS", "5")
+def test_prompt_over_the_token_limit_is_400():
+    client = app_with(prompt_max_tokens=5).test_client()
     error = assert_json_error(client.post("/v1/jobs", json={"prompt": "one two three four five six seven"}),
                               400, "invalid_request")
     assert "tokens" in error["fields"]["prompt"][0]
 
 
-def test_max_tokens_over_the_configured_limit_is_400(client, monkeypatch):
-    monkeypatch.setenv("MAX_TOKENS_LIMIT", "16")
+def test_max_tokens_over_the_configured_limit_is_400():
+    client = app_with(max_tokens_limit=16).test_client()
     error = assert_json_error(client.post("/v1/jobs", json={"prompt": "hi", "max_tokens": 17}), 400,
                               "invalid_request")
     assert "max_tokens" in error["fields"]

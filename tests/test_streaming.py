@@ -7,11 +7,11 @@ import uuid
 import pytest
 import requests
 
-from helpers import iter_sse, wait_for_job
-from tasks.jobs import job_store, job_ttl_s
+from helpers import app_with, iter_sse, job_store
+from jobs.store import stream_key
+from jobs.streams import publish
+from settings import get_settings
 from tasks.lifecycle import mark_job_failed
-from tasks.streaming import publish, stream_key
-from webapp import create_app
 
 DRAGON = {"prompt": "Tell me a long story about a dragon", "max_tokens": 8, "tier": "small", "cache": False}
 
@@ -33,7 +33,20 @@ def streamed_job(workers, client):
     """A real job on the small tier, read live from the moment it was submitted."""
     job_id = client.post("/v1/jobs", json=DRAGON).get_json()["id"]
     events = read_stream(client, job_id)
+    RECORD_AT_FINAL[job_id] = job_store().get(job_id)  # read the moment the final event has arrived
     return job_id, events
+
+
+RECORD_AT_FINAL: dict[str, dict] = {}
+
+
+def test_the_record_is_finished_when_the_final_event_arrives(streamed_job):
+    """The final event and the finished record are written in one Redis step, so no reader sees one
+    without the other."""
+    job_id, events = streamed_job
+    record = RECORD_AT_FINAL[job_id]
+    assert record["status"] == "succeeded" and "finished_at" in record
+    assert record["result"]["response"] == events[-1]["data"]["response"]
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +94,7 @@ def test_the_stream_expires_with_the_job(streamed_job):
     job_id, _ = streamed_job
     redis = job_store().redis
     stream_ttl, job_ttl = redis.ttl(stream_key(job_id)), redis.ttl(f"job:{job_id}")
-    assert 0 < stream_ttl <= job_ttl_s()
+    assert 0 < stream_ttl <= get_settings().job_ttl_s
     assert abs(stream_ttl - job_ttl) <= 60, "the stream and its job must expire together"
 
 
@@ -102,9 +115,7 @@ def _job_record(**fields) -> str:
     """A job record written the way the web app writes one, and not queued: only the stream endpoint sees it."""
     job_id = uuid.uuid4().hex
     store = job_store()
-    store.create(job_id, {"prompt": "hi", "max_tokens": 4, "temperature": 0.0, "tier": "auto"})
-    if fields:
-        store.update(job_id, **fields)
+    store.create(job_id, {"prompt": "hi", "max_tokens": 4, "temperature": 0.0, "tier": "auto"}, **fields)
     return job_id
 
 
@@ -118,8 +129,8 @@ def test_a_job_finished_without_generation_ends_the_stream_from_its_record(clien
 
 def test_a_job_that_fails_mid_stream_ends_with_a_final_failure(client):
     job_id = _job_record(status="generating")
-    publish(job_id, "start", {"tier": "small", "model": "m", "routing": {}})
-    publish(job_id, "token", {"text": "Once"})
+    publish(job_store(), job_id, "start", {"tier": "small", "model": "m", "routing": {}})
+    publish(job_store(), job_id, "token", {"text": "Once"})
     mark_job_failed(task_id=job_id, exception=RuntimeError("engine exploded"))
     events = read_stream(client, job_id)
     assert [e["event"] for e in events] == ["start", "token", "final"]
@@ -128,7 +139,7 @@ def test_a_job_that_fails_mid_stream_ends_with_a_final_failure(client):
 
 
 def test_a_job_that_never_ends_gets_heartbeats_then_a_timeout_event():
-    app = create_app({"TESTING": True, "STREAM_TIMEOUT_S": 1.0, "STREAM_HEARTBEAT_S": 0.2})
+    app = app_with(stream_timeout_s=1.0, stream_heartbeat_s=0.2)
     job_id = _job_record()
     events = read_stream(app.test_client(), job_id, comments=True)
     assert {"comment": "keep-alive"} in events

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from conftest import ROOT, start_worker, stop_process
+from helpers import broker, job_store
 
 HOST = socket.gethostname()
 
@@ -64,16 +65,14 @@ def wait_until_steady(condition: Callable[[], object], hold_s: float, timeout: f
 
 def wait_ready(name: str, timeout: float = 180) -> None:
     """Wait until the worker `name` answers a ping."""
-    from tasks.app import app
-
+    app = broker().celery
     wait_until(lambda: app.control.ping(destination=[node(name)], timeout=1.0), timeout, f"worker {name}")
 
 
 @contextlib.contextmanager
 def paused(name: str, queue: str) -> Iterator[None]:
     """Stop worker `name` taking messages from `queue` (it stays up) until the block ends."""
-    from tasks.app import app
-
+    app = broker().celery
     replies = app.control.cancel_consumer(queue, destination=[node(name)], reply=True, timeout=5)
     assert replies, f"worker {name} did not confirm it stopped consuming {queue}"
     try:
@@ -97,14 +96,10 @@ def stop_warm(proc: subprocess.Popen, timeout: float = 300) -> None:
 
 def wait_until_nothing_in_flight(timeout: float = 300) -> None:
     """Wait until no worker holds an unacknowledged message (kombu's `unacked` hash is empty)."""
-    from tasks.jobs import job_store
-
     wait_until(lambda: job_store().redis.hlen("unacked") == 0, timeout, "workers to finish what they hold")
 
 
 def job_record(job_id: str) -> dict:
-    from tasks.jobs import job_store
-
     return job_store().get(job_id) or {}
 
 
@@ -116,10 +111,7 @@ def submit(client, headers: dict | None = None, **body) -> str:
 
 
 def queued_messages(queue: str) -> int:
-    from tasks.jobs import job_store
-    from webapp.backpressure import queue_depth
-
-    return queue_depth(job_store().redis, queue)
+    return broker().queue_depths(job_store())[queue]
 
 
 def log_lines(log_dir: Path, names: list[str], needle: str) -> list[str]:

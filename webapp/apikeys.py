@@ -13,8 +13,9 @@ import time
 from typing import Optional
 
 import redis
-from flask import Flask, current_app, g, request
+from flask import Flask, g, request
 
+from webapp.context import web
 from webapp.errors import APIError
 
 KEYS_HASH = "api_keys"
@@ -56,9 +57,7 @@ class ApiKeyStore:
 
 
 def key_store() -> ApiKeyStore:
-    from tasks.jobs import job_store
-
-    return ApiKeyStore(job_store().redis)
+    return ApiKeyStore(web().store.redis)
 
 
 def _bearer_token() -> Optional[str]:
@@ -68,7 +67,7 @@ def _bearer_token() -> Optional[str]:
 
 def authenticate() -> None:
     """Before each request: put the caller's key record in `g.api_key`, or answer 401."""
-    if not current_app.config["API_KEYS_REQUIRED"] or request.path in PUBLIC_PATHS:
+    if not web().settings.api_keys_required or request.path in PUBLIC_PATHS:
         return
     token = _bearer_token()
     record = key_store().lookup(token) if token else None

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import re
-import time
 
-from flask import Blueprint, current_app, jsonify, request, url_for
+from flask import Blueprint, jsonify, request, url_for
 from marshmallow import Schema
 
-from tasks.control import request_cancel
-from tasks.jobs import FINAL_STATUSES, job_store
+from jobs import control
+from webapp.context import web
 from webapp.errors import APIError
 from webapp.schemas import JobRequestSchema
 from webapp.submission import job_view, submit_job, wait_for_job
@@ -23,7 +22,10 @@ def load_json_body(schema: Schema) -> dict:
     """The request's JSON object body, validated by `schema`."""
     if not request.is_json:
         raise APIError(415, "unsupported_media_type", "send the body as application/json")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # the JSON parser recurses per level: a body nested ~1000 deep ends it
+        raise APIError(400, "invalid_request", "the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise APIError(400, "invalid_request", "the body must be a JSON object")
     return schema.load(body)
@@ -31,7 +33,7 @@ def load_json_body(schema: Schema) -> dict:
 
 def finished_result(job_id: str) -> dict:
     """Wait for the job; its result, or a 504 (still running) or 502 (it did not succeed)."""
-    done = wait_for_job(job_id, current_app.config["WAIT_TIMEOUT_S"])
+    done = wait_for_job(job_id, web().settings.wait_timeout_s)
     if done is None:
         raise APIError(504, "timeout", "the job is still running; poll it", id=job_id,
                        location=url_for("jobs.get_job", job_id=job_id))
@@ -41,7 +43,7 @@ def finished_result(job_id: str) -> dict:
 
 
 def _job_request() -> dict:
-    job = load_json_body(JobRequestSchema())
+    job = load_json_body(JobRequestSchema(web().settings))
     if request.cache_control.no_cache:
         job["cache"] = False
     return job
@@ -56,8 +58,9 @@ def create_job():
     return response
 
 
-def _existing_job(job_id: str) -> dict:
-    record = job_store().get(job_id) if JOB_ID.match(job_id) else None
+def existing_job(job_id: str) -> dict:
+    """The job's record, or a 404."""
+    record = web().store.get(job_id) if JOB_ID.match(job_id) else None
     if record is None:
         raise APIError(404, "not_found", f"no job {job_id}")
     return record
@@ -65,18 +68,16 @@ def _existing_job(job_id: str) -> dict:
 
 @bp.get("/v1/jobs/<job_id>")
 def get_job(job_id: str):
-    return jsonify(job_view(_existing_job(job_id)))
+    return jsonify(job_view(existing_job(job_id)))
 
 
 @bp.delete("/v1/jobs/<job_id>")
 def cancel_job(job_id: str):
     """Cancel a job: a queued one never runs, a running one stops within one decode step."""
-    record = _existing_job(job_id)
-    store = job_store()
-    if record["status"] not in FINAL_STATUSES:
-        request_cancel(store.redis, job_id)
-        store.advance(job_id, status="cancelled", finished_at=time.time())
-        record = store.get(job_id)
+    existing_job(job_id)
+    record = control.cancel_job(web().store, job_id)
+    if record is None:
+        raise APIError(404, "not_found", f"no job {job_id}")
     if record["status"] != "cancelled":
         raise APIError(409, "conflict", f"job {job_id} already {record['status']}", job_status=record["status"])
     return jsonify(job_view(record))

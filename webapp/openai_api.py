@@ -9,12 +9,13 @@ import json
 import time
 from typing import Iterator
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
-from engines.models import TIERS
-from engines.provider import served_models, served_spec
-from tasks.jobs import job_store
-from tasks.streaming import FINISHED, StreamEvent
+from engines.provider import served_spec
+from jobs.queues import TIERS
+from jobs.status import is_final
+from jobs.streams import StreamEvent
+from webapp.context import web
 from webapp.errors import APIError
 from webapp.jobs import finished_result, load_json_body
 from webapp.openai_schemas import ChatCompletionRequestSchema, last_user_message, openai_error
@@ -42,7 +43,7 @@ def tier_for_model(model: str) -> str:
     """"auto", "small", "large", or the tier that serves the model id; else a 404 like OpenAI's."""
     if model in ROUTING_MODELS:
         return model
-    for tier, model_id in served_models().items():
+    for tier, model_id in web().models.items():
         if model == model_id:
             return tier
     raise APIError(404, "model_not_found", f"The model '{model}' does not exist.", param="model")
@@ -63,7 +64,7 @@ def job_from_chat(body: dict, tier: str) -> dict:
 
 @bp.post("/v1/chat/completions")
 def chat_completions():
-    body = load_json_body(ChatCompletionRequestSchema())
+    body = load_json_body(ChatCompletionRequestSchema(web().settings))
     record = submit_job(job_from_chat(body, tier_for_model(body["model"])))
     if body["stream"]:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -88,10 +89,10 @@ def chat_completions():
 
 def _streamed_completion(record: dict, include_usage: bool) -> Response:
     job_id = record["id"]
-    routed = wait_for_routing(job_id, current_app.config["STREAM_TIMEOUT_S"])
+    routed = wait_for_routing(job_id, web().settings.stream_timeout_s)
     early_result = routed.get("result") or {}  # a job can end before streaming starts (cache hit)
     decision = routed.get("routing") or early_result.get("routing") or {}
-    model = early_result.get("model_used") or served_models().get(decision.get("tier"), "auto")
+    model = early_result.get("model_used") or web().models.get(decision.get("tier"), "auto")
     events = job_events(job_id)
     chunk_base = {"id": f"chatcmpl-{job_id}", "object": "chat.completion.chunk",
                   "created": int(record["created_at"]), "model": model}
@@ -128,8 +129,8 @@ def wait_for_routing(job_id: str, timeout_s: float) -> dict:
     """The job record once the router has decided (or the job ended), so headers can say where it went."""
     deadline = time.monotonic() + timeout_s
     while True:
-        record = job_store().get(job_id) or {"id": job_id, "status": "failed"}
-        if "routing" in record or record["status"] in FINISHED or time.monotonic() >= deadline:
+        record = web().store.get(job_id) or {"id": job_id, "status": "failed"}
+        if "routing" in record or is_final(record["status"]) or time.monotonic() >= deadline:
             return record
         time.sleep(ROUTING_POLL_S)
 

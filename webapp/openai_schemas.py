@@ -3,12 +3,11 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
-from webapp.schemas import StrictBoolean, StrictFloat, StrictInteger, prompt_max_chars
+from webapp.schemas import LimitedSchema, StrictBoolean, StrictFloat, StrictInteger
 
 ROLES = ("system", "developer", "user", "assistant")
-MAX_TOKENS = validate.Range(1, 1024)
 ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
 
 
@@ -47,16 +46,13 @@ class StreamOptionsSchema(Schema):
     include_usage = StrictBoolean(load_default=False)
 
 
-class ChatCompletionRequestSchema(Schema):
+class ChatCompletionRequestSchema(LimitedSchema):
     """Body of `POST /v1/chat/completions`: the subset of OpenAI's parameters this service honours."""
-
-    class Meta:
-        unknown = RAISE
 
     model = fields.String(required=True, validate=validate.Length(min=1))
     messages = fields.List(fields.Nested(MessageSchema), required=True, validate=validate.Length(min=1))
-    max_tokens = StrictInteger(allow_none=True, validate=MAX_TOKENS)
-    max_completion_tokens = StrictInteger(allow_none=True, validate=MAX_TOKENS)  # newer clients' name
+    max_tokens = StrictInteger(allow_none=True, validate=validate.Range(min=1))
+    max_completion_tokens = StrictInteger(allow_none=True, validate=validate.Range(min=1))  # newer clients' name
     temperature = StrictFloat(allow_none=True, validate=validate.Range(0.0, 2.0))
     stream = StrictBoolean(load_default=False)
     stream_options = fields.Nested(StreamOptionsSchema, allow_none=True)
@@ -68,8 +64,14 @@ class ChatCompletionRequestSchema(Schema):
         messages = data.get("messages") or []
         if not any(m["role"] == "user" and m["content"].strip() for m in messages):
             raise ValidationError("At least one user message must have content.", "messages")
-        if sum(len(m["content"]) for m in messages) > prompt_max_chars():
-            raise ValidationError(f"The messages are longer than {prompt_max_chars()} characters.", "messages")
+        try:
+            self.check_text((m["content"] for m in messages), "The conversation")
+        except ValidationError as error:
+            raise ValidationError(error.messages, "messages") from None
+
+    @validates("max_tokens", "max_completion_tokens")
+    def max_tokens_within_limit(self, value: Optional[int], **_) -> None:
+        self.check_max_tokens(value)
 
 
 def last_user_message(messages: list[dict]) -> str:

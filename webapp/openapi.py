@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 from marshmallow import INCLUDE, Schema, fields
 
+from jobs.status import JobStatus
+from settings import Settings
+from webapp.context import web
 from webapp.schemas import JobRequestSchema, live_limits
 
 bp = Blueprint("openapi", __name__)
@@ -31,8 +34,7 @@ class JobViewSchema(Schema):
     """A job as `GET /v1/jobs/<id>` shows it."""
 
     id = fields.String(required=True)
-    status = fields.String(required=True, metadata={
-        "enum": ["queued", "routing", "generating", "succeeded", "failed", "cancelled"]})
+    status = fields.String(required=True, metadata={"enum": [status.value for status in JobStatus]})
     created_at = fields.String(required=True, metadata={"format": "date-time"})
     finished_at = fields.String(metadata={"format": "date-time"})
     tier = fields.String()
@@ -80,7 +82,7 @@ JOB_BODY = {"required": True, "content": {"application/json": {"schema": "JobReq
 SUBMIT_ERRORS = (400, 401, 413, 415, 429, 503)
 
 
-def build_spec(api_keys_required: bool) -> dict:
+def build_spec(settings: Settings) -> dict:
     """The OpenAPI document for the app's current limits and settings."""
     spec = APISpec(title="LLM inference queue", version="1.0.0", openapi_version="3.0.3",
                    plugins=[MarshmallowPlugin()])
@@ -88,7 +90,7 @@ def build_spec(api_keys_required: bool) -> dict:
                          ("GenerateResponse", GenerateResponseSchema), ("Health", HealthSchema)):
         spec.components.schema(name, schema=schema)
     secured = {}
-    if api_keys_required:
+    if settings.api_keys_required:
         spec.components.security_scheme("apiKey", {"type": "http", "scheme": "bearer"})
         secured = {"security": [{"apiKey": []}]}
     spec.path("/v1/jobs", operations={"post": {
@@ -106,11 +108,11 @@ def build_spec(api_keys_required: bool) -> dict:
         "summary": "Redis and workers", "responses": {**_ok(200, "Health", "up"), **_ok(503, "Health", "down")}}})
     document = spec.to_dict()
     properties = document["components"]["schemas"]["JobRequest"]["properties"]
-    for field, keywords in live_limits().items():
+    for field, keywords in live_limits(settings).items():
         properties[field].update(keywords)
     return document
 
 
 @bp.get("/openapi.json")
 def openapi_document():
-    return jsonify(build_spec(current_app.config["API_KEYS_REQUIRED"]))
+    return jsonify(build_spec(web().settings))

@@ -4,7 +4,8 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 from marshmallow import EXCLUDE, Schema, fields, validate
 
-from tasks.recent_jobs import recent_jobs
+from jobs.recent import recent_jobs
+from webapp.context import web
 from webapp.submission import job_view
 
 bp = Blueprint("recent", __name__)
@@ -28,4 +29,4 @@ def _summary(record: dict) -> dict:
 @bp.get("/v1/jobs")
 def list_recent_jobs():
     limit = RecentJobsQuery().load(request.args)["limit"]
-    return jsonify({"jobs": [_summary(record) for record in recent_jobs(limit)]})
+    return jsonify({"jobs": [_summary(record) for record in recent_jobs(web().store, limit)]})

@@ -1,11 +1,16 @@
-"""Request validation with marshmallow: unknown fields, wrong types and bad ranges are 400s."""
+"""Request validation with marshmallow: unknown fields, wrong types and bad ranges are 400s.
+
+The request limits (prompt characters and tokens, `max_tokens`) are checked here, once, for every
+route that takes a prompt: the jobs API and the OpenAI-compatible API alike.
+"""
 from __future__ import annotations
 
-import os
+from typing import Iterable, Optional
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
 
-from tasks.delivery import DEFAULT_PRIORITY
+from jobs.queues import DEFAULT_PRIORITY
+from settings import Settings, get_settings
 from webapp.tokens import prompt_tokens
 
 
@@ -36,28 +41,42 @@ class StrictFloat(fields.Float):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-def prompt_max_chars() -> int:
-    return int(os.environ.get("PROMPT_MAX_CHARS", "8000"))
-
-
-def prompt_max_tokens() -> int:
-    return int(os.environ.get("PROMPT_MAX_TOKENS", "2048"))
-
-
-def max_tokens_limit() -> int:
-    return int(os.environ.get("MAX_TOKENS_LIMIT", "1024"))
-
-
-def live_limits() -> dict:
-    """The configurable limits, as JSON Schema keywords per field (for the OpenAPI document)."""
-    return {"prompt": {"maxLength": prompt_max_chars()}, "max_tokens": {"maximum": max_tokens_limit()}}
-
-
-class JobRequestSchema(Schema):
-    """Body of `POST /v1/jobs` and `POST /generate`."""
+class LimitedSchema(Schema):
+    """A request schema that applies the settings' request limits."""
 
     class Meta:
         unknown = RAISE
+
+    def __init__(self, settings: Optional[Settings] = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings or get_settings()
+
+    def check_text(self, texts: Iterable[str], what: str) -> None:
+        """Valid Unicode, and within the prompt's character and token limits all together."""
+        texts = list(texts)
+        for text in texts:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # JSON can carry lone surrogates, which are no text
+                raise ValidationError(f"{what} must be valid Unicode text.") from None
+        limits = self.settings
+        if sum(len(text) for text in texts) > limits.prompt_max_chars:
+            raise ValidationError(f"{what} is longer than {limits.prompt_max_chars} characters.")
+        if sum(prompt_tokens(text) for text in texts) > limits.prompt_max_tokens:
+            raise ValidationError(f"{what} is longer than {limits.prompt_max_tokens} tokens.")
+
+    def check_max_tokens(self, value: Optional[int]) -> None:
+        if value is not None and value > self.settings.max_tokens_limit:
+            raise ValidationError(f"Must be at most {self.settings.max_tokens_limit}.")
+
+
+def live_limits(settings: Settings) -> dict:
+    """The configurable limits, as JSON Schema keywords per field (for the OpenAPI document)."""
+    return {"prompt": {"maxLength": settings.prompt_max_chars}, "max_tokens": {"maximum": settings.max_tokens_limit}}
+
+
+class JobRequestSchema(LimitedSchema):
+    """Body of `POST /v1/jobs` and `POST /generate`."""
 
     # The pattern (some non-space character) only documents the emptiness check below.
     prompt = fields.String(required=True, validate=validate.Length(min=1), metadata={"pattern": r"\S"})
@@ -72,16 +91,8 @@ class JobRequestSchema(Schema):
     def prompt_is_usable(self, value: str, **_) -> None:
         if not value.strip():
             raise ValidationError("Prompt must not be empty.")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:  # JSON can carry lone surrogates, which are no text
-            raise ValidationError("Prompt must be valid Unicode text.") from None
-        if len(value) > prompt_max_chars():
-            raise ValidationError(f"Prompt is longer than {prompt_max_chars()} characters.")
-        if prompt_tokens(value) > prompt_max_tokens():
-            raise ValidationError(f"Prompt is longer than {prompt_max_tokens()} tokens.")
+        self.check_text([value], "Prompt")
 
     @validates("max_tokens")
     def max_tokens_within_limit(self, value: int, **_) -> None:
-        if value > max_tokens_limit():
-            raise ValidationError(f"Must be at most {max_tokens_limit()}.")
+        self.check_max_tokens(value)

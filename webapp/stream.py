@@ -2,27 +2,18 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from typing import Iterable, Iterator, Optional
 
-from flask import Blueprint, Response, current_app, request, stream_with_context
+from flask import Blueprint, Response, request, stream_with_context
 
-from tasks.jobs import job_store
-from tasks.streaming import StreamEvent, follow_job
-from webapp.errors import APIError
-from webapp.jobs import JOB_ID
+from jobs.streams import StreamEvent, follow_job
+from webapp.context import web
+from webapp.jobs import existing_job
 
 bp = Blueprint("stream", __name__)
 STREAM_ENTRY_ID = re.compile(r"^\d+-\d+$")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-@bp.record_once
-def _config_defaults(state) -> None:
-    """Settings from the environment unless the app's test config set them."""
-    state.app.config.setdefault("STREAM_TIMEOUT_S", float(os.environ.get("STREAM_TIMEOUT_S", "600")))
-    state.app.config.setdefault("STREAM_HEARTBEAT_S", float(os.environ.get("STREAM_HEARTBEAT_S", "10")))
 
 
 def sse(data: str, event: Optional[str] = None, event_id: Optional[str] = None) -> str:
@@ -40,20 +31,14 @@ def sse_response(body: Iterable[str], **headers: str) -> Response:
 
 def job_events(job_id: str, last_id: str = "0") -> Iterator[StreamEvent]:
     """`follow_job` with this app's time limits."""
-    config = current_app.config
-    return follow_job(job_id, last_id, timeout_s=config["STREAM_TIMEOUT_S"], heartbeat_s=config["STREAM_HEARTBEAT_S"])
-
-
-def require_job(job_id: str) -> dict:
-    record = job_store().get(job_id) if JOB_ID.match(job_id) else None
-    if record is None:
-        raise APIError(404, "not_found", f"no job {job_id}")
-    return record
+    context = web()
+    return follow_job(context.store, job_id, last_id, timeout_s=context.settings.stream_timeout_s,
+                      heartbeat_s=context.settings.stream_heartbeat_s)
 
 
 @bp.get("/v1/jobs/<job_id>/stream")
 def stream_job(job_id: str):
-    require_job(job_id)
+    existing_job(job_id)
     # EventSource sends Last-Event-ID when it reconnects: resume after it instead of replaying.
     last_id = request.headers.get("Last-Event-ID", "")
     events = job_events(job_id, last_id if STREAM_ENTRY_ID.match(last_id) else "0")

@@ -6,19 +6,14 @@ import uuid
 from datetime import datetime, timezone
 from typing import Optional
 
-from flask import current_app, g
+from flask import g
 
 from cache.entries import cached_result, finished_fields
-from cache.exact import exact_cache
-from tasks.delivery import job_priority
-from tasks.jobs import FINAL_STATUSES, job_store
-from tasks.recent_jobs import remember_job
-from tasks.routing import route
-from tasks.streaming import follow_job
+from jobs.recent import remember_job
+from jobs.status import is_final
+from jobs.streams import follow_job
 from webapp.backpressure import ensure_capacity
-
-# Publishing must fail fast when Redis is away: the caller gets a 503, not a hang.
-PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.2}
+from webapp.context import WebContext, web
 
 
 def submit_job(job: dict) -> dict:
@@ -26,29 +21,28 @@ def submit_job(job: dict) -> dict:
 
     An exact cache hit is answered here: the record comes back already succeeded, nothing queued.
     """
-    job_id = uuid.uuid4().hex
-    store = job_store()
+    context, job_id = web(), uuid.uuid4().hex
     if g.get("api_key"):
         job = {**job, "key_id": g.api_key["id"]}  # callers with different keys never share cached answers
-    cached = exact_cache().lookup(job)
+    cached = context.exact_cache.lookup(job)
     if cached is not None:
         now = time.time()
-        return _record(job_id, job, **finished_fields(cached_result(cached, "exact", now, now), now))
-    ensure_capacity(store.redis, job, current_app.config["QUEUE_LIMITS"], current_app.config["QUEUE_RETRY_AFTER_S"])
-    record = _record(job_id, job)
+        return _record(context, job_id, job, **finished_fields(cached_result(cached, "exact", now, now), now))
+    ensure_capacity(context, job)
+    record = _record(context, job_id, job)
     try:
-        route.apply_async(args=[job], task_id=job_id, retry_policy=PUBLISH_RETRY, priority=job_priority(job))
+        context.broker.submit(job_id, job)
     except Exception:
-        store.delete(job_id)
+        context.store.delete(job_id)
         raise
     return record
 
 
-def _record(job_id: str, job: dict, **fields) -> dict:
+def _record(context: WebContext, job_id: str, job: dict, **fields) -> dict:
     """Create the job record and list it among the recent jobs, in one round trip to Redis."""
-    pipe = job_store().redis.pipeline()
-    record = job_store().create(job_id, job, pipe=pipe, **fields)
-    remember_job(job_id, pipe)
+    pipe = context.store.redis.pipeline()
+    record = context.store.create(job_id, job, pipe=pipe, **fields)
+    remember_job(context.store, job_id, context.settings.recent_jobs_max, pipe)
     pipe.execute()
     return record
 
@@ -56,26 +50,20 @@ def _record(job_id: str, job: dict, **fields) -> dict:
 def wait_for_job(job_id: str, timeout_s: float, poll_s: float = 0.05) -> Optional[dict]:
     """Block until the job ends or the timeout passes; return its record, or None on timeout.
 
-    It follows the job's token stream, so it wakes on the `final` event rather than at the next
-    poll; a job that ends without one (a cache hit, a failure, a cancel) is seen in the record
-    within `poll_s`. Every blocking read is shorter than the Redis socket timeout, so a Redis
-    that dies or hangs mid-wait is an error at once and the caller gets its 503.
+    It follows the job's token stream, so it wakes on the `final` event (written with the finished
+    record) rather than at the next poll; a job that ends without one (a cache hit, a failure, a
+    cancel) is seen in the record within `poll_s`. Every blocking read is shorter than the Redis
+    socket timeout, so a Redis that dies or hangs mid-wait is an error at once and the caller gets its 503.
     """
-    store = job_store()
-    deadline = time.monotonic() + timeout_s
+    store = web().store
     record = store.get(job_id)
-    if record is None or record["status"] in FINAL_STATUSES:
+    if record is None or is_final(record["status"]):
         return record
-    for event in follow_job(job_id, timeout_s=timeout_s, heartbeat_s=timeout_s, poll_s=poll_s):
+    for event in follow_job(store, job_id, timeout_s=timeout_s, heartbeat_s=timeout_s, poll_s=poll_s):
         if event.event in ("final", "timeout"):
             break
-    while True:  # the generation task writes `final` a moment before it marks the job finished
-        record = store.get(job_id)
-        if record is None or record["status"] in FINAL_STATUSES:
-            return record
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(0.002)
+    record = store.get(job_id)
+    return record if record is None or is_final(record["status"]) else None
 
 
 def iso(timestamp: float) -> str:

@@ -1,24 +1,39 @@
-"""Counting a prompt's tokens in the web app, with the tiers' own tokenizers (no model is loaded)."""
+"""Counting a prompt's tokens in the web app, with the tiers' own tokenizers (no model is loaded, MLX is not imported).
+
+The tokenizers are the ones the engines use: with llama.cpp, each tier's GGUF tokenizer folder
+(engines.models.tokenizer_folder_for_gguf); with MLX, each tier's MLX folder. Their paths are
+located once per process; nothing is converted here (`make models` and the workers do that).
+"""
 from __future__ import annotations
 
 import logging
 from functools import lru_cache
 from pathlib import Path
 
-from engines.models import TIERS, resolve_model
+from engines.llamacpp_models import resolve_gguf
+from engines.models import TIERS, resolve_model, tokenizer_folder_for_gguf
+from engines.provider import backend_name
 
 log = logging.getLogger(__name__)
 
 
+def tokenizer_folder(tier: str) -> Path:
+    """The folder whose tokenizer.json the engine of `tier` uses, found without preparing anything."""
+    if backend_name() == "llamacpp":
+        return tokenizer_folder_for_gguf(resolve_gguf(tier, prepare=False).tokenizer_gguf, prepare=False)
+    return Path(resolve_model(tier, prepare=False).load_path)
+
+
 @lru_cache(maxsize=None)
 def _tokenizers() -> tuple:
-    """The distinct tokenizer.json files of the tiers' model folders, loaded once."""
+    """The distinct tokenizer.json files of the tiers, loaded once."""
     from tokenizers import Tokenizer
 
-    paths = {Path(resolve_model(tier, prepare=False).load_path) / "tokenizer.json" for tier in TIERS}
+    paths = {tokenizer_folder(tier) / "tokenizer.json" for tier in TIERS}
     found = [path for path in sorted(paths) if path.is_file()]
     if len(found) < len(paths):
-        log.warning("no local tokenizer.json for some tiers; their prompts are counted with the others'")
+        log.warning("no local tokenizer.json for some tiers (run `make models`); "
+                    "their prompts are counted with the others'")
     return tuple(Tokenizer.from_file(str(path)) for path in found)
 
 

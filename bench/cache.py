@@ -1,7 +1,7 @@
 """Cache benchmarks: semantic lookup cost at N entries, and exact-hit latency through HTTP.
 
-    python -m cache.benchmark semantic --entries 10000
-    python -m cache.benchmark exact --url http://127.0.0.1:8000 --requests 500
+    python -m bench.cache semantic --entries 10000
+    python -m bench.cache exact --url http://127.0.0.1:8000 --requests 500
 
 Both use the Redis at REDIS_URL; `semantic` works under its own key prefix and removes it
 afterwards; `exact` seeds one entry and asks the running web app for it again and again, from
@@ -23,6 +23,16 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from engines.provider import served_models
+from jobs import redis_client
+from jobs.store import JobStore
+from settings import get_settings
+
+
+def _job_store() -> JobStore:
+    settings = get_settings()
+    return JobStore(redis_client(settings.redis_url, settings.worker_redis_timeout_s), settings.job_ttl_s)
+
 
 def _percentiles(samples_ms: list[float]) -> dict:
     ordered = sorted(samples_ms)
@@ -32,16 +42,15 @@ def _percentiles(samples_ms: list[float]) -> dict:
 
 
 def bench_semantic(entries: int, lookups: int, dimensions: int = 384) -> dict:
-    from cache.keys import served_models
     from cache.semantic import SemanticCache
-    from tasks.jobs import job_store
 
-    cache = SemanticCache(job_store().redis, prefix="bench:semantic", max_entries=entries)
+    models = served_models()
+    cache = SemanticCache(_job_store(), models, prefix="bench:semantic", max_entries=entries)
     cache.index.clear()
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((entries, dimensions)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    model = served_models()["small"]
+    model = models["small"]
     job = lambda i: {"prompt": f"what is the meaning of item {i}", "max_tokens": 8, "temperature": 0.0}  # noqa: E731
     result = {"response": "x", "model_used": model, "tier": "small", "tokens": 8, "finish_reason": "length",
               "intent": "factual", "score": 0.5, "routing": {}}
@@ -100,17 +109,18 @@ def _wrk_latency(url: str, path: str, payload: dict, seconds: int) -> Optional[d
 
 
 def bench_exact(url: str, requests_count: int, wrk_seconds: int = 5) -> dict:
-    from cache.exact import exact_cache
-    from cache.keys import exact_key
+    from cache.exact import ExactCache
     from webapp.schemas import JobRequestSchema
+
+    exact_cache = ExactCache(_job_store().redis, served_models())
 
     body = {"prompt": "benchmark: what is the capital of France?", "max_tokens": 8, "tier": "small"}
     routing = {"intent": "factual", "tier": "small", "score": 0.9, "threshold": 0.4, "rule": "forced", "top": []}
     entry = {"response": "Paris.", "model_used": "seeded", "tier": "small", "intent": "factual", "score": 0.9,
              "routing": routing, "tokens": 2, "finish_reason": "stop", "prompt": body["prompt"], "max_tokens": 8,
              "cached_at": time.time()}
-    key = exact_key(JobRequestSchema().load(body))
-    exact_cache().index.put(key, entry)
+    key = exact_cache.key(JobRequestSchema().load(body))
+    exact_cache.index.put(key, entry)
     # Interleaved with a request that touches no Redis (a 400), so that both see the same machine load.
     calls = {"POST /v1/jobs (hit)": ("/v1/jobs", body, 200), "POST /generate (hit)": ("/generate", body, 200),
              "baseline: POST /v1/jobs, invalid body": ("/v1/jobs", {"prompt": ""}, 400)}
@@ -133,7 +143,7 @@ def bench_exact(url: str, requests_count: int, wrk_seconds: int = 5) -> dict:
         return report
     finally:
         connection.close()
-        exact_cache().index.remove([key])
+        exact_cache.index.remove([key])
 
 
 def main() -> None:

@@ -2,11 +2,12 @@
 
 Entries are `{"event": <name>, "data": <json>}`: `start` (tier, model, routing) when a
 generation attempt begins, `token` (text) per chunk, and `final` (status and the result
-fields) at the end. A stream expires with its job record.
+fields), written with the job's final status in one step (`JobStore.move`). A stream expires
+with its job record.
 
 `follow_job` replays a stream from any point and follows it until the job ends. A job can
-end without a stream, or without a `final` entry (a cache hit, a failure, a cancellation):
-then the final event is made from the job record, so a reader never waits for nothing.
+end without a `final` entry (a cache hit, a failure, a cancellation): then the final event is
+made from the job record, so a reader never waits for nothing.
 """
 from __future__ import annotations
 
@@ -15,13 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
-from tasks.jobs import job_store, job_ttl_s
-
-FINISHED = ("succeeded", "failed", "cancelled")
-
-
-def stream_key(job_id: str) -> str:
-    return f"job:{job_id}:stream"
+from jobs.status import is_final
+from jobs.store import JobStore, stream_key
 
 
 @dataclass(frozen=True)
@@ -33,12 +29,12 @@ class StreamEvent:
     id: Optional[str] = None
 
 
-def publish(job_id: str, event: str, data: dict) -> None:
+def publish(store: JobStore, job_id: str, event: str, data: dict) -> None:
     """Append one event to the job's stream and keep the stream's expiry in step with the job."""
     key = stream_key(job_id)
-    pipe = job_store().redis.pipeline(transaction=False)
+    pipe = store.redis.pipeline(transaction=False)
     pipe.xadd(key, {"event": event, "data": json.dumps(data)})
-    pipe.expire(key, job_ttl_s())
+    pipe.expire(key, store.ttl_s)
     pipe.execute()
 
 
@@ -50,14 +46,14 @@ def final_from_record(record: dict) -> dict:
     return data
 
 
-def follow_job(job_id: str, last_id: str = "0", timeout_s: float = 300, heartbeat_s: float = 10,
+def follow_job(store: JobStore, job_id: str, last_id: str = "0", timeout_s: float = 300, heartbeat_s: float = 10,
                poll_s: float = 1.0) -> Iterator[StreamEvent]:
     """Yield the job's events after `last_id` as they come, ending with a `final` event.
 
     Yields a `heartbeat` after each `heartbeat_s` without events, so that callers can keep
     idle connections alive, and a `timeout` event if the job has not ended after `timeout_s`.
     """
-    redis = job_store().redis
+    redis = store.redis
     deadline = time.monotonic() + timeout_s
     last_sent = time.monotonic()
     # A blocking read must return before the client's socket timeout (0.5 s in the web app).
@@ -65,7 +61,7 @@ def follow_job(job_id: str, last_id: str = "0", timeout_s: float = 300, heartbea
     poll_s = min(poll_s, heartbeat_s, socket_timeout / 2)
     block_ms = None  # the first read does not wait, so a job that has already ended answers at once
     while time.monotonic() < deadline:
-        events = _read(redis, job_id, last_id, block_ms)
+        events = _read(store, job_id, last_id, block_ms)
         block_ms = max(1, int(min(poll_s, deadline - time.monotonic()) * 1000))
         for event in events:
             last_id = event.id
@@ -75,10 +71,10 @@ def follow_job(job_id: str, last_id: str = "0", timeout_s: float = 300, heartbea
         if events:
             last_sent = time.monotonic()
             continue
-        finished = _finished_record(job_id)
+        finished = _finished_record(store, job_id)
         if finished is not None:
-            # The generation task writes `final` before it marks the job finished; look once more.
-            for event in _read(redis, job_id, last_id, None):
+            # Events may have landed between the read and the record: deliver them first.
+            for event in _read(store, job_id, last_id, None):
                 yield event
                 if event.event == "final":
                     return
@@ -87,13 +83,13 @@ def follow_job(job_id: str, last_id: str = "0", timeout_s: float = 300, heartbea
         if time.monotonic() - last_sent >= heartbeat_s:
             last_sent = time.monotonic()
             yield StreamEvent("heartbeat", {})
-    record = job_store().get(job_id) or {}
+    record = store.get(job_id) or {}
     yield StreamEvent("timeout", {"id": job_id, "status": record.get("status", "unknown"),
                                   "message": f"the job did not end within {timeout_s:g}s; poll it"})
 
 
-def _read(redis, job_id: str, last_id: str, block_ms: Optional[int]) -> list[StreamEvent]:
-    reply = redis.xread({stream_key(job_id): last_id}, block=block_ms)
+def _read(store: JobStore, job_id: str, last_id: str, block_ms: Optional[int]) -> list[StreamEvent]:
+    reply = store.redis.xread({stream_key(job_id): last_id}, block=block_ms)
     if not reply:
         return []
     (_, entries), = reply
@@ -101,8 +97,8 @@ def _read(redis, job_id: str, last_id: str, block_ms: Optional[int]) -> list[Str
             for entry_id, fields in entries]
 
 
-def _finished_record(job_id: str) -> Optional[dict]:
-    record = job_store().get(job_id)
+def _finished_record(store: JobStore, job_id: str) -> Optional[dict]:
+    record = store.get(job_id)
     if record is None:  # expired or deleted while we followed it: nothing more will come
         return {"id": job_id, "status": "failed", "error": {"type": "NotFound", "message": "the job expired"}}
-    return record if record["status"] in FINISHED else None
+    return record if is_final(record["status"]) else None

@@ -1,35 +1,17 @@
-"""Stopping a job from outside: a cancel flag in Redis, and a watch that turns it (or a deadline) into the
-engine's cancel event."""
+"""The watch on a running job: it turns the job's cancel flag (or its deadline) into the engine's cancel event."""
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from typing import Optional
 
 import redis
 
-from tasks.jobs import JobStore, job_ttl_s
+from jobs.control import cancel_requested
+from jobs.store import JobStore
 
 log = logging.getLogger(__name__)
-
-
-def cancel_key(job_id: str) -> str:
-    return f"job:{job_id}:cancel"
-
-
-def request_cancel(client: redis.Redis, job_id: str) -> None:
-    """Raise the job's cancel flag; whichever worker holds the job sees it."""
-    client.set(cancel_key(job_id), 1, ex=job_ttl_s())
-
-
-def cancel_requested(client: redis.Redis, job_id: str) -> bool:
-    return bool(client.exists(cancel_key(job_id)))
-
-
-def cancel_poll_s() -> float:
-    return float(os.environ.get("CANCEL_POLL_S", "0.2"))
 
 
 class GenerationWatch:
@@ -41,9 +23,10 @@ class GenerationWatch:
     at that moment, to report how far the engine ran on.
     """
 
-    def __init__(self, store: JobStore, job_id: str, cancel: threading.Event,
+    def __init__(self, store: JobStore, job_id: str, cancel: threading.Event, poll_s: float,
                  deadline: Optional[float] = None) -> None:
         self.store, self.job_id, self.cancel, self.deadline = store, job_id, cancel, deadline
+        self.poll_s = poll_s
         self.reason: Optional[str] = None
         self.tokens = 0  # advanced by the caller as chunks arrive
         self.tokens_at_cancel: Optional[int] = None
@@ -70,19 +53,19 @@ class GenerationWatch:
 
     def _next_wait(self) -> float:
         if self.deadline is None:
-            return cancel_poll_s()
-        return max(0.0, min(cancel_poll_s(), self.deadline - time.time()))
+            return self.poll_s
+        return max(0.0, min(self.poll_s, self.deadline - time.time()))
 
     def _check(self) -> None:
         if self.deadline is not None and time.time() >= self.deadline:
             self._fire("timeout")
-        elif cancel_requested(self.store.redis, self.job_id):
+        elif cancel_requested(self.store, self.job_id):
             self._fire("cancelled")
 
     def _report_progress(self) -> None:
         tokens = self.tokens
         if tokens != self._reported:
-            self.store.advance(self.job_id, tokens_so_far=tokens)
+            self.store.annotate(self.job_id, tokens_so_far=tokens)
             self._reported = tokens
 
     def _fire(self, reason: str) -> None:

@@ -1,0 +1,137 @@
+"""Job records in Redis and the one guarded way to change them.
+
+A job is the hash `job:<id>`, expiring with the job TTL. Every writer changes a job through
+`JobStore.move` (a status transition) or `JobStore.annotate` (fields only), both run by one Redis
+script generated from `jobs.status.TRANSITIONS`: a final job stays final, and a job's final stream
+event is written in the same script as its final status.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Optional
+
+import redis
+from redis.client import Pipeline
+
+from jobs.status import FINAL_STATUSES, TRANSITIONS, JobStatus
+
+JSON_FIELDS = ("request", "routing", "result", "error")
+
+
+def job_key(job_id: str) -> str:
+    return f"job:{job_id}"
+
+
+def stream_key(job_id: str) -> str:
+    return f"job:{job_id}:stream"
+
+
+def _lua_set(statuses) -> str:
+    return "{" + ",".join(f"{status.value}=true" for status in sorted(statuses, key=lambda s: s.value)) + "}"
+
+
+def _guard_script() -> str:
+    """The transition guard in Lua, from the Python table (so the two cannot disagree).
+
+    KEYS: the job hash, its stream. ARGV: TTL, target status ('' keeps the status), stream event
+    name ('' for none), event data, then field, value pairs. Moving a final job to its own status
+    only adds fields it lacks (HSETNX). Returns 1 when applied, 0 when refused.
+    """
+    allowed = ",".join(f"{source.value}={_lua_set(targets)}" for source, targets in TRANSITIONS.items())
+    return f"""
+local allowed = {{{allowed}}}
+local final = {_lua_set(FINAL_STATUSES)}
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return 0 end
+local target = ARGV[2]
+if target == '' then
+  if final[current] then return 0 end
+elseif not allowed[current][target] then return 0 end
+local keep = target == current and final[current]
+for i = 5, #ARGV, 2 do
+  if keep then redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
+  else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+if target ~= '' then redis.call('HSET', KEYS[1], 'status', target) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+if ARGV[3] ~= '' then
+  redis.call('XADD', KEYS[2], '*', 'event', ARGV[3], 'data', ARGV[4])
+  redis.call('EXPIRE', KEYS[2], ARGV[1])
+end
+return 1
+"""
+
+
+GUARD = _guard_script()
+
+
+class JobStore:
+    """Create, read and move jobs; `ttl_s` is how long a record and its stream are kept."""
+
+    def __init__(self, client: redis.Redis, ttl_s: int = 86400) -> None:
+        self.redis = client
+        self.ttl_s = ttl_s
+        self._guard = client.register_script(GUARD)
+
+    def create(self, job_id: str, request: dict, pipe: Optional[Pipeline] = None, **fields: Any) -> dict:
+        """A new record, `queued` unless `fields` say otherwise (a cache hit is born succeeded).
+
+        Given `pipe`, the writes join it and happen when the caller executes it.
+        """
+        record = {"id": job_id, "status": JobStatus.QUEUED.value, "created_at": time.time(), "request": request,
+                  **fields}
+        target = self.redis.pipeline() if pipe is None else pipe
+        target.hset(job_key(job_id), mapping=_encode(record))
+        target.expire(job_key(job_id), self.ttl_s)
+        if pipe is None:
+            target.execute()
+        return record
+
+    def move(self, job_id: str, status: JobStatus, event: Optional[tuple[str, dict]] = None, **fields: Any) -> bool:
+        """Move the job to `status` with `fields`, if the transition is allowed; False (nothing written) if not.
+
+        `event` (name, data) is appended to the job's stream in the same step.
+        """
+        return self._apply(job_id, JobStatus(status).value, event, fields)
+
+    def annotate(self, job_id: str, **fields: Any) -> bool:
+        """Set fields of a job that has not ended (progress); False once it has."""
+        return self._apply(job_id, "", None, fields)
+
+    def _apply(self, job_id: str, status: str, event: Optional[tuple[str, dict]], fields: dict) -> bool:
+        name, data = event if event else ("", {})
+        flat = [part for item in _encode(fields).items() for part in item]
+        args = [self.ttl_s, status, name, json.dumps(data) if event else "", *flat]
+        return bool(self._guard(keys=[job_key(job_id), stream_key(job_id)], args=args))
+
+    def count_delivery(self, job_id: str, stage: str) -> int:
+        """Count one more delivery of the job to `stage` (a task name) and return the total so far."""
+        pipe = self.redis.pipeline()
+        pipe.hincrby(f"{job_key(job_id)}:deliveries", stage, 1)
+        pipe.expire(f"{job_key(job_id)}:deliveries", self.ttl_s)
+        return pipe.execute()[0]
+
+    def deliveries(self, job_id: str) -> dict[str, int]:
+        """How often the job was delivered to each stage."""
+        raw = self.redis.hgetall(f"{job_key(job_id)}:deliveries")
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    def get(self, job_id: str) -> Optional[dict]:
+        raw = self.redis.hgetall(job_key(job_id))
+        if not raw:
+            return None
+        record = {k.decode(): v.decode() for k, v in raw.items()}
+        for field in JSON_FIELDS:
+            if field in record:
+                record[field] = json.loads(record[field])
+        for field in [f for f in record if f.endswith("_at")]:
+            record[field] = float(record[field])
+        return record
+
+    def delete(self, job_id: str) -> None:
+        self.redis.delete(job_key(job_id))
+
+
+def _encode(fields: dict) -> dict:
+    return {k: json.dumps(v) if k in JSON_FIELDS else v for k, v in fields.items() if v is not None}

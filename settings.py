@@ -1,0 +1,182 @@
+"""One frozen settings object, read from the environment once per process and handed down.
+
+Each field is the environment variable of the same name upper-cased (`job_ttl_s` is `JOB_TTL_S`).
+docs/configuration.md lists every one of them, and tests/test_settings.py keeps the two equal.
+Variables read only by make, supervisord, the StatsD daemon, Locust or `make bench` are named
+in `OUTSIDE_SETTINGS`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Mapping, Optional
+
+ROOT = Path(__file__).resolve().parent
+TIERS = ("small", "large")
+STAGES = ("routing", "small", "large")
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+# Read by the process manager and tools, not by the platform's Python processes.
+OUTSIDE_SETTINGS = frozenset({
+    "HOST", "PORT", "WEB_WORKERS", "RUN_DIR", "ROUTING_CONCURRENCY", "SMALL_CONCURRENCY", "LARGE_CONCURRENCY",
+    "FLOWER_PORT", "FLOWER_BASIC_AUTH", "LLAMACPP", "LLAMACPP_WHEELS", "STATSD_BIND", "TEST_REDIS_URL",
+    "LOADTEST_MAX_FAIL_RATIO", "LOADTEST_THINK_MIN_S", "LOADTEST_THINK_MAX_S", "LOADTEST_SEED", "LOADTEST_POLL_S",
+    "LOADTEST_JOB_TIMEOUT_S", "BENCH_PORT", "BENCH_MLX_PORT", "BENCH_REDIS_URL",
+})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the platform, with its default."""
+
+    # Redis
+    redis_timeout_s: float = 0.5  # web requests: an outage is a 503 at once
+    worker_redis_timeout_s: float = 5.0
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Web and request limits (one definition, applied on every route)
+    wait_timeout_s: float = 60.0
+    prompt_max_chars: int = 8000
+    prompt_max_tokens: int = 2048
+    max_tokens_limit: int = 1024
+    api_keys_required: bool = False
+    max_body_bytes: int = 64 * 1024
+    rate_limit: str = "60/minute"
+    flower_url: str = "http://127.0.0.1:5555"
+    metrics_url: str = ""
+    queue_max_depth: int = 100
+    routing_max_depth: Optional[int] = None
+    small_queue_max_depth: Optional[int] = None
+    large_queue_max_depth: Optional[int] = None
+    queue_retry_after_s: int = 5
+    stream_timeout_s: float = 600.0
+    stream_heartbeat_s: float = 10.0
+    recent_jobs_max: int = 100
+    # Jobs and delivery
+    job_ttl_s: int = 24 * 3600
+    routing_time_limit_s: float = 60.0
+    small_time_limit_s: float = 300.0
+    large_time_limit_s: float = 600.0
+    visibility_timeout_s: Optional[int] = None  # default: the longest time limit + 60
+    unacked_restore_interval_s: float = 10.0
+    max_deliveries: int = 3
+    worker_max_memory_kb: int = 6 * 1024 * 1024
+    cancel_poll_s: float = 0.2
+    worker_heartbeat_s: float = 2.0
+    tier_fallback: bool = True
+    # Engines and models
+    engine_backend: str = "auto"
+    engine_max_batch: int = 8
+    models_dir: str = ""  # default: .models/ beside this file
+    small_model: str = ""
+    large_model: str = ""
+    small_gguf: str = ""
+    large_gguf: str = ""
+    small_gguf_type: str = ""
+    large_gguf_type: str = ""
+    engine_threads: int = 1
+    engine_seq_ctx: int = 2048
+    engine_prefix_cache: int = 8
+    engine_blas: str = "auto"
+    engine_blas_threads: int = 1
+    engine_dequantize: str = "auto"
+    hf_hub_offline: bool = True
+    # Routing
+    routes_file: str = ""
+    routing_params_file: str = ""
+    embedding_threads: int = 1
+    embedding_model: str = ""
+    embedding_backend: str = "onnx"
+    embedding_max_batch: int = 32
+    # Caches
+    exact_cache_ttl_s: int = 24 * 3600
+    exact_cache_max_entries: int = 10000
+    semantic_cache_threshold: float = 0.9
+    semantic_cache_ttl_s: int = 24 * 3600
+    semantic_cache_max_entries: int = 10000
+    # Metrics
+    statsd_host: str = ""  # empty: metrics off
+    statsd_port: int = 8125
+    statsd_prefix: str = "llm"
+    statsd_admin_host: str = ""  # default: STATSD_HOST, else 127.0.0.1
+    statsd_admin_port: int = 8126
+    statsd_flush_interval_ms: int = 60000
+    queue_depth_interval_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("prompt_max_chars", "prompt_max_tokens", "max_tokens_limit", "job_ttl_s", "max_deliveries",
+                     "engine_max_batch", "embedding_threads", "embedding_max_batch", "recent_jobs_max"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.upper()} must be at least 1, not {getattr(self, name)}")
+        if self.visibility_timeout() <= max(self.time_limits().values()):
+            raise ValueError(f"VISIBILITY_TIMEOUT_S={self.visibility_timeout()} must exceed the longest time limit "
+                             f"{max(self.time_limits().values()):g}s, or running jobs would be delivered twice")
+
+    def time_limits(self) -> dict[str, float]:
+        """Hard time limit per stage (routing, small, large)."""
+        return {stage: getattr(self, f"{stage}_time_limit_s") for stage in STAGES}
+
+    def visibility_timeout(self) -> int:
+        """How long Redis waits before it redelivers an unacknowledged task."""
+        if self.visibility_timeout_s is not None:
+            return self.visibility_timeout_s
+        return int(max(self.time_limits().values())) + 60
+
+    def queue_limits(self) -> dict[str, int]:
+        """Depth limit per queue: QUEUE_MAX_DEPTH unless the queue's own setting overrides it."""
+        own = {"routing": self.routing_max_depth, "small-queue": self.small_queue_max_depth,
+               "large-queue": self.large_queue_max_depth}
+        return {queue: self.queue_max_depth if limit is None else limit for queue, limit in own.items()}
+
+    def tier_value(self, tier: str, name: str) -> str:
+        """A per-tier setting such as `model` or `gguf_type` (`small_model`, `large_gguf_type`)."""
+        if tier not in TIERS:
+            raise ValueError(f"unknown tier {tier!r}")
+        return getattr(self, f"{tier}_{name}").strip()
+
+    def models_path(self) -> Path:
+        """Where prepared models and the embedding graph are kept (MODELS_DIR, default .models/)."""
+        return Path(self.models_dir.strip() or ROOT / ".models")
+
+    def replace(self, **changes) -> "Settings":
+        """A copy with some fields changed (tests and tools)."""
+        return dataclasses.replace(self, **changes)
+
+
+def environment_names() -> frozenset[str]:
+    """The environment variables the settings object reads."""
+    return frozenset(field.name.upper() for field in fields(Settings))
+
+
+def load_settings(environ: Optional[Mapping[str, str]] = None) -> Settings:
+    """Settings from `environ` (the process environment by default); a bad value names its variable."""
+    environ = os.environ if environ is None else environ
+    hints = typing.get_type_hints(Settings)
+    values = {}
+    for field in fields(Settings):
+        raw = environ.get(field.name.upper())
+        if raw is not None and raw.strip():  # set but empty keeps the default
+            values[field.name] = _parse(field.name.upper(), raw.strip(), hints[field.name])
+    return Settings(**values)
+
+
+def _parse(name: str, raw: str, kind) -> object:
+    kind = next((arg for arg in typing.get_args(kind) if arg is not type(None)), kind)  # Optional[X] -> X
+    try:
+        if kind is bool:
+            if raw.lower() not in TRUE_WORDS + FALSE_WORDS:
+                raise ValueError(f"use one of {', '.join(TRUE_WORDS + FALSE_WORDS)}")
+            return raw.lower() in TRUE_WORDS
+        return kind(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """This process's settings, read from the environment on the first call."""
+    return load_settings()

@@ -1,0 +1,68 @@
+"""What a worker process builds once, on first use (after any fork): its settings, the job store,
+the answer caches and the router. Tasks and signal handlers read them from `worker_context()`."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Optional
+
+from cache.exact import ExactCache
+from cache.semantic import SemanticCache
+from engines.provider import served_models
+from jobs import redis_client
+from jobs.store import JobStore
+from routing.embedder import Embedder
+from routing.intents import routes_path
+from routing.live import LiveRouter
+from routing.params import params_path
+from routing.router import Router
+from settings import Settings, get_settings
+
+
+@dataclass
+class WorkerContext:
+    """The process-wide objects of a worker, built from one settings object."""
+
+    settings: Settings
+    store: JobStore
+    exact_cache: ExactCache
+    semantic_cache: SemanticCache
+    _live_router: Optional[LiveRouter] = None
+    _router_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def build(cls, settings: Settings) -> "WorkerContext":
+        # Workers wait longer for Redis than web requests do: a slow moment must not fail a job.
+        store = JobStore(redis_client(settings.redis_url, settings.worker_redis_timeout_s), settings.job_ttl_s)
+        models = served_models(settings)
+        return cls(settings, store,
+                   ExactCache(store.redis, models, settings.exact_cache_ttl_s, settings.exact_cache_max_entries),
+                   SemanticCache(store, models, settings.semantic_cache_threshold, settings.semantic_cache_ttl_s,
+                                 settings.semantic_cache_max_entries))
+
+    def router(self) -> Router:
+        """The router, built on first use so the embedding model loads in the process that uses it.
+
+        Rebuilt when the routes or parameters file changes; an invalid edit keeps the previous
+        router and logs an error.
+        """
+        with self._router_lock:
+            if self._live_router is None:
+                embedder = Embedder(settings=self.settings)
+                embedder.encode(["warm up"])  # load the model now (worker warm-up calls this), not on a job
+                self._live_router = LiveRouter(embedder.encode, routes_path(self.settings.routes_file),
+                                               params_path(self.settings.routing_params_file))
+        return self._live_router.get()
+
+
+_context: Optional[WorkerContext] = None
+_lock = threading.Lock()
+
+
+def worker_context() -> WorkerContext:
+    """This process's worker context, built from its settings on the first call."""
+    global _context
+    with _lock:
+        if _context is None:
+            _context = WorkerContext.build(get_settings())
+        return _context

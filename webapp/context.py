@@ -1,0 +1,41 @@
+"""What the web app builds once per process from its settings: the job store, the broker, the exact
+cache and the served model ids. Views reach them through `web()`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+
+from cache.exact import ExactCache
+from engines.provider import served_models
+from jobs import redis_client
+from jobs.store import JobStore
+from settings import Settings
+from webapp.broker import Broker
+
+EXTENSION = "llm_platform"
+
+
+@dataclass(frozen=True)
+class WebContext:
+    """The web process's settings and the objects built from them."""
+
+    settings: Settings
+    store: JobStore
+    broker: Broker
+    exact_cache: ExactCache
+    models: dict[str, str]
+
+    @classmethod
+    def build(cls, settings: Settings) -> "WebContext":
+        # A web request gives up on Redis within REDIS_TIMEOUT_S: an outage is a 503, not a hang.
+        store = JobStore(redis_client(settings.redis_url, settings.redis_timeout_s), settings.job_ttl_s)
+        # A bad engine setting (ENGINE_BACKEND, *_GGUF_TYPE, *_MODEL) stops the app here, with its message.
+        models = served_models(settings)
+        exact = ExactCache(store.redis, models, settings.exact_cache_ttl_s, settings.exact_cache_max_entries)
+        return cls(settings, store, Broker(), exact, models)
+
+
+def web() -> WebContext:
+    """The current app's context."""
+    return current_app.extensions[EXTENSION]
