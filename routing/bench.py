@@ -16,9 +16,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from routing.intents import routes_path
+from routing.live import configured_files
 from routing.labelled import load_labelled
-from routing.params import params_path
 from settings import get_settings
 
 DEFAULT_DATA = "routing/data/dev.jsonl"
@@ -60,7 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from routing.live import load_router
 
     embedder = Embedder()
-    router = load_router(routes_path(get_settings().routes_file), params_path(get_settings().routing_params_file), embedder.encode)
+    router = load_router(*configured_files(get_settings()), embedder.encode)
     prompts = [row["prompt"] for row in load_labelled(args.data)]
     router.route("warm up")
     results = []

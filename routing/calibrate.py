@@ -19,9 +19,10 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from routing.evaluate import metrics
-from routing.intents import RouteTable, load_route_table, routes_path
+from routing.intents import RouteTable, load_route_table
 from routing.labelled import load_labelled, split_dev_test
-from routing.params import RouterParams, build_router, params_path, write_params
+from routing.live import configured_files
+from routing.params import RouterParams, build_router, write_params
 from routing.router import SIMILARITY_SCORINGS, LinearClassifier, Router, routed_large
 from settings import get_settings
 
@@ -211,9 +212,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m routing.calibrate", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="labelled JSON lines to fit on")
     parser.add_argument("--holdout", default=None, help="labelled JSON lines to report on (default: 40%% of --data)")
-    parser.add_argument("--routes", default=None, help=f"routes file (default: ROUTES_FILE or {routes_path(get_settings().routes_file)})")
-    parser.add_argument("--out", default=None, help=f"parameters file to write (default: ROUTING_PARAMS_FILE or "
-                                                    f"{params_path(get_settings().routing_params_file)}); its current content is the 'before'")
+    routes, params = configured_files(get_settings())
+    parser.add_argument("--routes", default=str(routes), help="routes file (default: ROUTES_FILE or the bundled one)")
+    parser.add_argument("--out", default=str(params), help="parameters file to write (default: ROUTING_PARAMS_FILE "
+                                                           "or the bundled one); its current content is the 'before'")
     parser.add_argument("--min-large-recall", type=float, default=MIN_LARGE_RECALL)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = parser.parse_args(argv)
@@ -221,7 +223,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from routing.embedder import Embedder
     from routing.live import load_router
 
-    routes_file, out = Path(args.routes or routes_path(get_settings().routes_file)), Path(args.out or params_path(get_settings().routing_params_file))
+    routes_file, out = Path(args.routes), Path(args.out)
     encode = _memoised(Embedder().encode)
     try:
         table = load_route_table(routes_file)

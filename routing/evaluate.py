@@ -15,9 +15,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from routing.intents import TIERS, routes_path
+from routing.intents import TIERS
 from routing.labelled import load_labelled
-from routing.params import params_path
+from routing.live import configured_files
 from routing.router import Router, RoutingDecision
 from settings import get_settings
 
@@ -110,9 +110,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m routing.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="labelled JSON lines: prompt, tier, intent (optional)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    parser.add_argument("--routes", default=None, help=f"routes file (default: ROUTES_FILE or {routes_path(get_settings().routes_file)})")
-    parser.add_argument("--params", default=None,
-                        help=f"parameters file (default: ROUTING_PARAMS_FILE or {params_path(get_settings().routing_params_file)})")
+    routes, params = configured_files(get_settings())
+    parser.add_argument("--routes", default=str(routes), help="routes file (default: ROUTES_FILE or the bundled one)")
+    parser.add_argument("--params", default=str(params),
+                        help="parameters file (default: ROUTING_PARAMS_FILE or the bundled one)")
     parser.add_argument("--worst", type=int, default=WORST, help="how many misroutes to list")
     args = parser.parse_args(argv)
 
@@ -121,7 +122,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         rows = load_labelled(args.data)
-        router = load_router(args.routes or routes_path(get_settings().routes_file), args.params or params_path(get_settings().routing_params_file), Embedder().encode)
+        router = load_router(args.routes, args.params, Embedder().encode)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,10 +13,16 @@ import yaml
 from routing.intents import load_route_table, routes_path
 from routing.params import build_router, load_params, params_path
 from routing.router import Router
+from settings import Settings
 
 log = logging.getLogger(__name__)
 
 Signature = tuple  # (mtime_ns, size, inode) of each file, None for a missing one
+
+
+def configured_files(settings: Settings) -> tuple[Path, Path]:
+    """The routes and parameters files the settings name (ROUTES_FILE, ROUTING_PARAMS_FILE), else the bundled ones."""
+    return routes_path(settings.routes_file), params_path(settings.routing_params_file)
 
 
 def load_router(routes_file: Path | str, params_file: Path | str,

@@ -12,9 +12,7 @@ from engines.provider import served_models
 from jobs import redis_client
 from jobs.store import JobStore
 from routing.embedder import Embedder
-from routing.intents import routes_path
-from routing.live import LiveRouter
-from routing.params import params_path
+from routing.live import LiveRouter, configured_files
 from routing.router import Router
 from settings import Settings, get_settings
 
@@ -50,8 +48,7 @@ class WorkerContext:
             if self._live_router is None:
                 embedder = Embedder(settings=self.settings)
                 embedder.encode(["warm up"])  # load the model now (worker warm-up calls this), not on a job
-                self._live_router = LiveRouter(embedder.encode, routes_path(self.settings.routes_file),
-                                               params_path(self.settings.routing_params_file))
+                self._live_router = LiveRouter(embedder.encode, *configured_files(self.settings))
         return self._live_router.get()
 
 
