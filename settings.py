@@ -79,6 +79,7 @@ class Settings:
     small_gguf_type: str = ""
     large_gguf_type: str = ""
     engine_threads: int = 1
+    engine_stall_s: float = 30.0  # an engine with work that has not stepped for this long is stalled
     engine_seq_ctx: int = 2048
     engine_prefix_cache: int = 8
     engine_blas: str = "auto"

@@ -85,7 +85,7 @@ def platform(port: int, redis_url: str, concurrency: int, log: Path) -> Iterator
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_until(lambda: requests.get(f"{url}/health", timeout=5).json().get("status") == "ok",
+        _wait_until(lambda: requests.get(f"{url}/ready", timeout=5).json().get("status") == "ready",
                     "the platform", 240, proc, log)
         yield url
     finally:

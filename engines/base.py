@@ -33,8 +33,24 @@ class Engine(Protocol):
     stats: "EngineStats"
 
     def generate(self, request: GenerationRequest) -> Iterator[GenerationChunk]:
-        """Yield chunks as tokens are produced; stop after a chunk with a finish reason."""
+        """Yield chunks as tokens are produced; stop after a chunk with a finish reason.
+
+        Raises EngineStalled rather than wait forever on an engine that stopped stepping."""
         ...
+
+    def stalled_for(self) -> float:
+        """Seconds the engine has had work without completing a decode step (0.0 when idle or
+        progressing); safe to call from any thread."""
+        ...
+
+    def stalled(self) -> bool:
+        """Whether stalled_for() exceeds the engine's ENGINE_STALL_S."""
+        ...
+
+
+class EngineStalled(RuntimeError):
+    """The engine has had work but completed no decode step for longer than ENGINE_STALL_S: the
+    caller fails or falls back instead of waiting on it forever."""
 
 
 @dataclass

@@ -55,6 +55,7 @@ class _SharedPrefix:
 
     The first request's prompt becomes the prefix; each later request trims it to what they
     share; a request that shares too little marks it stale, and the next prompt replaces it.
+    The prefix is only a cache: it shrinks or goes whenever a request needs its KV room (`fit`).
     """
 
     def __init__(self, llama, memory, seq_id: int) -> None:
@@ -64,17 +65,24 @@ class _SharedPrefix:
 
     def reuse(self, prompt: list[int], slot: int) -> int:
         """Copy the shared part into `slot`; how many prompt tokens that covers (0: none)."""
-        common = next((i for i, (a, b) in enumerate(zip(self.tokens, prompt)) if a != b),
-                      min(len(self.tokens), len(prompt)))
+        common = self._common(prompt)
         usable = min(common, len(prompt) - 1)  # the last prompt token is fed for its logits
         if usable < MIN_SHARED_PREFIX:
             self._stale = bool(self.tokens)
             return 0
-        if common < len(self.tokens):
-            self._llama.llama_memory_seq_rm(self._memory, self.seq_id, common, -1)
-            self.tokens = self.tokens[:common]
+        self._truncate(common)
         self._llama.llama_memory_seq_cp(self._memory, self.seq_id, slot, 0, usable)
         return usable
+
+    def fit(self, prompt: list[int], room: int) -> None:
+        """Keep at most `room` tokens, as much as possible of what `prompt` shares, or none."""
+        if len(self.tokens) <= room:
+            return
+        keep = min(self._common(prompt), room)
+        if keep >= MIN_SHARED_PREFIX:
+            self._truncate(keep)
+        else:
+            self.clear()
 
     def offer(self, prompt: list[int], slot: int) -> None:
         """`slot` has just prefilled `prompt`: it becomes the prefix when there is none worth keeping."""
@@ -89,6 +97,16 @@ class _SharedPrefix:
             self._llama.llama_memory_seq_rm(self._memory, self.seq_id, -1, -1)
         self.tokens, self._stale = [], False
 
+    def _common(self, prompt: list[int]) -> int:
+        """How many leading tokens the prefix and `prompt` share."""
+        return next((i for i, (a, b) in enumerate(zip(self.tokens, prompt)) if a != b),
+                    min(len(self.tokens), len(prompt)))
+
+    def _truncate(self, length: int) -> None:
+        if length < len(self.tokens):
+            self._llama.llama_memory_seq_rm(self._memory, self.seq_id, length, -1)
+            self.tokens = self.tokens[:length]
+
 
 class LlamaCppEngine(ThreadedEngine):
     """The engine interface over llama.cpp's batched decoding."""
@@ -98,7 +116,7 @@ class LlamaCppEngine(ThreadedEngine):
         import llama_cpp
 
         settings = settings or get_settings()
-        super().__init__(model_id, max_batch)
+        super().__init__(model_id, max_batch, settings)
         self._llama = llama_cpp
         quiet_llama_logs()
         self._held: Optional[tuple] = None  # a request waiting for KV room, first in line
@@ -140,6 +158,7 @@ class LlamaCppEngine(ThreadedEngine):
                 self._drop_cancelled(running)
                 if running:
                     self._step(running)
+                self._pass_done(bool(running) or self._held is not None)
         except Exception as exc:
             for sequence in running.values():
                 sequence.entry.outbox.put(exc)
@@ -149,10 +168,8 @@ class LlamaCppEngine(ThreadedEngine):
             raise
 
     def _admit(self, running: dict[int, _Sequence]) -> None:
-        free_slots = [s for s in range(self.max_batch) if s not in running]
-        reserved = sum(s.reserved for s in running.values()) + (len(self._prefix.tokens) if self._prefix else 0)
-        while free_slots:
-            queued, self._held = self._held or self._next_request(block=not running), None
+        while len(running) < self.max_batch:
+            queued, self._held = self._held or self._next_request(wait=not running), None
             if queued is None:
                 return
             request, prompt, outbox = queued
@@ -161,17 +178,35 @@ class LlamaCppEngine(ThreadedEngine):
                 outbox.put(ValueError(f"prompt ({len(prompt)} tokens) plus max_tokens ({request.max_tokens}) "
                                       f"exceed the engine's {self.kv_tokens} KV tokens"))
                 continue
-            if reserved + need > self.kv_tokens:
+            if not self._make_room(running, prompt, need):
                 self._held = queued  # first in line once running requests free KV room
                 return
-            slot = free_slots.pop(0)
-            reserved += need
+            slot = min(s for s in range(self.max_batch) if s not in running)
             shared = self._prefix.reuse(prompt, slot) if self._prefix else 0
             self.stats.reused_prompt_tokens += shared
             running[slot] = _Sequence(self._active(request, prompt, outbox), slot, prompt, prompt[shared:], need,
                                       position=shared)
 
+    def _make_room(self, running: dict[int, _Sequence], prompt: list[int], need: int) -> bool:
+        """Whether `need` more KV tokens fit now; the shared prefix gives up its room before a request waits.
+
+        Running requests and the prefix are all that hold KV (counted at most: shared cells count for
+        both). Only running requests make a request wait: with nothing running it always fits, since
+        `need` is at most the pool. (When a long first prompt as the prefix could make it wait, a request
+        that fit the pool but not beside the prefix was parked for ever and froze the engine.)
+        """
+        room = self.kv_tokens - sum(s.reserved for s in running.values()) - need
+        if room < 0:
+            return False
+        if self._prefix:
+            self._prefix.fit(prompt, room)
+        return True
+
     def _drop_cancelled(self, running: dict[int, _Sequence]) -> None:
+        if self._held is not None and self._held[0].cancel.is_set():  # answered now, not once KV frees up
+            _, prompt, outbox = self._held
+            self._held = None
+            self._answer_cancelled(prompt, outbox)
         for slot in [s for s, seq in running.items() if seq.entry.request.cancel.is_set()]:
             self._finish(running, slot, None)
 
@@ -202,7 +237,7 @@ class LlamaCppEngine(ThreadedEngine):
         code = llama.llama_decode(self._ctx, batch)
         if code != 0:
             raise RuntimeError(f"llama_decode returned {code}")
-        self.stats.record_step(len(wants_logits))
+        self._record_step(len(wants_logits))
         for slot, row in wants_logits:
             if self._prefix and running[slot].generated == 0:  # its prompt is in the KV cache now
                 self._prefix.offer(running[slot].prompt, slot)

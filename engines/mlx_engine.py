@@ -82,7 +82,7 @@ class MLXEngine(ThreadedEngine):
         import mlx_lm  # imported here so that merely importing this module never loads MLX
 
         settings = settings or get_settings()
-        super().__init__(model_id, max_batch)
+        super().__init__(model_id, max_batch, settings)
         self.model, self.tokenizer = mlx_lm.load(model_path)
         self._prefixes = _prefix_cache(settings.engine_prefix_cache)
         if should_expand_quantized(settings) and (count := expand_quantized(self.model)):
@@ -101,10 +101,11 @@ class MLXEngine(ThreadedEngine):
         active: dict[int, Active] = {}
         try:
             while True:
-                self._admit(generator, active, block=not active)
+                self._admit(generator, active, wait=not active)
                 self._drop_cancelled(generator, active)
                 if active:
                     self._step(generator, active)
+                self._pass_done(bool(active))
         except Exception as exc:
             for entry in active.values():
                 entry.outbox.put(exc)
@@ -112,9 +113,9 @@ class MLXEngine(ThreadedEngine):
         finally:
             generator.close()
 
-    def _admit(self, generator: Any, active: dict[int, Active], block: bool) -> None:
-        while (queued := self._next_request(block)) is not None:
-            block = False
+    def _admit(self, generator: Any, active: dict[int, Active], wait: bool) -> None:
+        while (queued := self._next_request(wait)) is not None:
+            wait = False
             request, prompt, outbox = queued
             cache, rest = self._reuse_prefix(prompt)
             (uid,) = generator.insert(
@@ -148,7 +149,7 @@ class MLXEngine(ThreadedEngine):
 
     def _step(self, generator: Any, active: dict[int, Active]) -> None:
         _, responses = generator.next()
-        self.stats.record_step(len(responses))
+        self._record_step(len(responses))
         for response in responses:
             entry = active.get(response.uid)
             if entry is None:

@@ -79,6 +79,15 @@ def create_engine(tier: str, settings: Settings | None = None) -> Engine:
     return MLXEngine(spec.load_path, spec.model_id, settings.engine_max_batch, settings)
 
 
+def loaded_engine(tier: str) -> Engine | None:
+    """The tier's engine if this process has loaded it, else None (loads nothing).
+
+    No lock: get_engine holds it while a model loads, and the heartbeat that asks must not wait
+    that long (a dict read is atomic).
+    """
+    return _engines.get(tier)
+
+
 def get_engine(tier: str) -> Engine:
     """The tier's engine for this process's settings, loading the model on the first call."""
     with _lock:

@@ -6,18 +6,30 @@ loop that admits queued requests into its batch and emits their tokens, and
 sets a tokenizer with the `EngineTokenizer` interface: mlx-lm's
 TokenizerWrapper (MLX engine) or engines.hf_tokenizer.ChatTokenizer (llama.cpp,
 no MLX).
+
+No caller waits on the engine without a timeout: it polls its answers, so a
+cancel is honoured even when the engine does not answer it, and an engine that
+has work but stopped stepping (`stalled()`, past `ENGINE_STALL_S`) fails its
+callers with EngineStalled instead of hanging them. The loop itself never
+spins: it steps while it has requests and blocks on its inbox when it has none.
 """
 from __future__ import annotations
 
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import AbstractSet, Iterator, Optional, Protocol
 
-from engines.base import EngineStats, GenerationChunk, GenerationRequest
+from engines.base import EngineStalled, EngineStats, GenerationChunk, GenerationRequest
+from settings import Settings
 
 log = logging.getLogger(__name__)
+
+POLL_S = 0.1  # how often a waiting caller looks at its cancel flag and at the watchdog
+CANCEL_GRACE_S = 0.5  # how long a cancelled caller waits for the engine's own `cancelled` answer
+RESTART_DELAY_S = 0.1  # pause before the engine loop restarts after a failure
 
 
 class Detokenizer(Protocol):
@@ -71,6 +83,50 @@ class Active:
         self.outbox.put(GenerationChunk("", finish_reason="cancelled", prompt_tokens=self.prompt_tokens))
 
 
+class Progress:
+    """When the engine thread last made progress: the watchdog behind `stalled_for()`.
+
+    The engine has work while requests wait on its inbox or its loop holds some (running, or parked
+    for KV room). The clock restarts when work reaches an idle engine and at every completed step.
+    Updated by callers and the engine thread, read by any thread (the worker's heartbeat), so every
+    access takes the lock: a few hundred nanoseconds per step.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queued = 0  # submitted, not yet taken by the engine thread
+        self._holding = False  # the engine loop has requests of its own
+        self._since = time.monotonic()
+
+    def submitted(self) -> None:
+        with self._lock:
+            if not self._has_work():  # an idle engine has not been failing to step until now
+                self._since = time.monotonic()
+            self._queued += 1
+
+    def taken(self) -> None:
+        """The engine thread took a request off the inbox: it holds it now."""
+        with self._lock:
+            self._queued -= 1
+            self._holding = True
+
+    def holding(self, holding: bool) -> None:
+        """The engine thread, once per loop pass: whether it still has requests of its own."""
+        with self._lock:
+            self._holding = holding
+
+    def stepped(self) -> None:
+        with self._lock:
+            self._since = time.monotonic()
+
+    def stalled_for(self) -> float:
+        with self._lock:
+            return time.monotonic() - self._since if self._has_work() else 0.0
+
+    def _has_work(self) -> bool:
+        return self._queued > 0 or self._holding
+
+
 class ThreadedEngine:
     """Base class: the request queue, the engine thread and the chat template.
 
@@ -81,11 +137,13 @@ class ThreadedEngine:
     model_id: str
     tokenizer: EngineTokenizer
 
-    def __init__(self, model_id: str, max_batch: int) -> None:
+    def __init__(self, model_id: str, max_batch: int, settings: Settings) -> None:
         self.model_id = model_id
         self.max_batch = max_batch
         self.stats = EngineStats()
         self._inbox: queue.Queue = queue.Queue()
+        self._progress = Progress()
+        self._stall_s = settings.engine_stall_s
 
     def start(self) -> None:
         threading.Thread(target=self._run, name=f"engine-{self.model_id}", daemon=True).start()
@@ -98,14 +156,15 @@ class ThreadedEngine:
         return self.tokenizer.encode(text)
 
     def generate(self, request: GenerationRequest) -> Iterator[GenerationChunk]:
-        """Queue the request on the engine thread and yield its chunks as they arrive."""
+        """Queue the request on the engine thread and yield its chunks as they arrive.
+
+        Raises EngineStalled when the engine stops stepping while this request waits."""
+        prompt = self.encode(request.messages)
         outbox: queue.Queue = queue.Queue()
-        self._inbox.put((request, self.encode(request.messages), outbox))
+        self._progress.submitted()
+        self._inbox.put((request, prompt, outbox))
         try:
-            while True:
-                item = outbox.get()
-                if isinstance(item, BaseException):
-                    raise item
+            for item in self._answers(request, len(prompt), outbox):
                 if request.cancel.is_set() and not item.finish_reason:
                     continue  # decoded before the engine saw the cancel: not delivered after it
                 yield item
@@ -115,16 +174,67 @@ class ThreadedEngine:
             # A caller that stops reading early must not keep a batch slot busy.
             request.cancel.set()
 
-    def _next_request(self, block: bool) -> Optional[tuple[GenerationRequest, list[int], queue.Queue]]:
-        """The next queued request, or None; one cancelled while queued is answered here."""
+    def stalled_for(self) -> float:
+        """Seconds the engine has had work (running, parked or queued requests) without completing a
+        decode step; 0.0 when idle or progressing. Safe to call from any thread."""
+        return self._progress.stalled_for()
+
+    def stalled(self) -> bool:
+        """Whether the engine has had work without a decode step for longer than ENGINE_STALL_S."""
+        return self.stalled_for() > self._stall_s
+
+    def _answers(self, request: GenerationRequest, prompt_tokens: int,
+                 outbox: queue.Queue) -> Iterator[GenerationChunk]:
+        """What the engine puts in `outbox`, read in short polls so that a caller never waits forever:
+        a cancel the engine has not answered within CANCEL_GRACE_S (it may be wedged) is answered
+        here, and a stalled engine raises EngineStalled."""
+        cancel_seen: Optional[float] = None
         while True:
             try:
-                request, prompt, outbox = self._inbox.get(block=block)
+                item = outbox.get(timeout=POLL_S)
+            except queue.Empty:
+                if request.cancel.is_set():
+                    cancel_seen = cancel_seen or time.monotonic()
+                    if time.monotonic() - cancel_seen >= CANCEL_GRACE_S:
+                        yield GenerationChunk("", finish_reason="cancelled", prompt_tokens=prompt_tokens)
+                        return
+                elif self.stalled():
+                    raise EngineStalled(f"engine {self.model_id} has had work for {self.stalled_for():.1f}s "
+                                        f"without a decode step (ENGINE_STALL_S={self._stall_s:g})")
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _next_request(self, wait: bool) -> Optional[tuple[GenerationRequest, list[int], queue.Queue]]:
+        """The next queued request, or None; one cancelled while queued is answered here.
+
+        `wait` (the loop holds no requests) blocks until one comes, with no timeout: an idle loop has
+        nothing to watch (stalled_for() is 0), and one that woke up to poll would exit during
+        interpreter shutdown, where MLX's thread-local generation stream then aborts the process."""
+        while True:
+            try:
+                request, prompt, outbox = self._inbox.get(block=wait)
             except queue.Empty:
                 return None
+            self._progress.taken()
             if not request.cancel.is_set():
                 return request, prompt, outbox
-            outbox.put(GenerationChunk("", finish_reason="cancelled", prompt_tokens=len(prompt)))
+            self._answer_cancelled(prompt, outbox)
+
+    @staticmethod
+    def _answer_cancelled(prompt: list[int], outbox: queue.Queue) -> None:
+        """Answer a request cancelled before it got a batch slot."""
+        outbox.put(GenerationChunk("", finish_reason="cancelled", prompt_tokens=len(prompt)))
+
+    def _record_step(self, batch_width: int) -> None:
+        """The engine thread completed a decode step (`batch_width` requests got a token)."""
+        self.stats.record_step(batch_width)
+        self._progress.stepped()
+
+    def _pass_done(self, holding: bool) -> None:
+        """The engine thread ends a loop pass: whether it still holds requests (running or parked)."""
+        self._progress.holding(holding)
 
     def _active(self, request: GenerationRequest, prompt: list[int], outbox: queue.Queue) -> Active:
         return Active(request, outbox, self.tokenizer.detokenizer, len(prompt))
@@ -135,6 +245,7 @@ class ThreadedEngine:
                 self._serve()
             except Exception as exc:  # keep the engine alive for the next request
                 log.exception("engine loop failed: %s", exc)
+                time.sleep(RESTART_DELAY_S)  # a loop that fails again at once must not spin
 
     def _serve(self) -> None:
         raise NotImplementedError

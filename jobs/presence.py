@@ -1,11 +1,13 @@
 """Which queues have a live worker right now: each worker beats into one Redis sorted set per queue.
 
-A beat lists the queues the worker consumes at that moment (so `cancel_consumer` counts), a clean
-shutdown leaves at once, and a killed worker drops out once its last beat is three beats old.
+A beat lists the queues the worker consumes at that moment (so `cancel_consumer` counts) and whose
+engine is stepping (a stalled engine's queue is left out), a clean shutdown leaves at once, and a
+killed worker drops out once its last beat is three beats old.
 """
 from __future__ import annotations
 
 import time
+from typing import Iterable
 
 import redis
 
@@ -39,3 +41,13 @@ def live_workers(client: redis.Redis, queue: str, heartbeat_s: float) -> set[str
     """The workers that beat for `queue` within the last three beats."""
     since = time.time() - STALE_AFTER_BEATS * heartbeat_s
     return {name.decode() for name in client.zrangebyscore(_key(queue), since, "+inf")}
+
+
+def live_counts(client: redis.Redis, queues: Iterable[str], heartbeat_s: float) -> dict[str, int]:
+    """How many live workers each queue has, in one round trip."""
+    since = time.time() - STALE_AFTER_BEATS * heartbeat_s
+    queues = list(queues)
+    pipe = client.pipeline(transaction=False)
+    for queue in queues:
+        pipe.zcount(_key(queue), since, "+inf")
+    return dict(zip(queues, pipe.execute()))

@@ -33,6 +33,7 @@ def with_live_tier(settings: Settings, client: redis.Redis, routing: dict) -> di
     return _moved(routing, "no_live_workers")
 
 
-def after_timeout(settings: Settings, routing: dict) -> Optional[dict]:
-    """The routing for a second try on the other tier, or None when the job may not fall back (again)."""
-    return _moved(routing, "timeout") if _may_fall_back(settings, routing) else None
+def after_failure(settings: Settings, routing: dict, reason: str) -> Optional[dict]:
+    """The routing for a second try on the other tier after `reason` (timeout, engine_stalled), or None
+    when the job may not fall back (again)."""
+    return _moved(routing, reason) if _may_fall_back(settings, routing) else None

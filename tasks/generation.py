@@ -8,14 +8,14 @@ from typing import Optional
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from engines.base import GenerationRequest
+from engines.base import Engine, EngineStalled, GenerationRequest
 from engines.provider import get_engine
 from jobs.queues import generation_task, job_priority
 from jobs.request import job_messages
 from jobs.status import JobStatus
 from jobs.streams import publish
 from tasks.context import WorkerContext, worker_context
-from tasks.fallback import after_timeout
+from tasks.fallback import after_failure
 from tasks.watch import GenerationWatch
 
 log = logging.getLogger(__name__)
@@ -24,14 +24,25 @@ log = logging.getLogger(__name__)
 def run_generation(task: Task, tier: str, job: dict, routing: dict) -> Optional[dict]:
     """Generate the answer for `job` on this process's engine for `tier`.
 
-    The job stops within one decode step when it is cancelled; past the tier's soft time limit it
-    moves to the other tier (tasks.fallback) or fails.
+    The job stops within one decode step when it is cancelled; past the tier's soft time limit, or
+    when the tier's engine has stalled, it moves to the other tier (tasks.fallback) or fails.
     """
     context = worker_context()
     store, job_id, started = context.store, task.request.id, time.time()
     if not store.move(job_id, JobStatus.GENERATING, generation_started_at=started, tokens_so_far=0):
         return None  # cancelled (or already finished by an earlier delivery)
     engine = get_engine(tier)
+    try:
+        return _generate(context, task, tier, job, routing, engine, started)
+    except EngineStalled as stalled:
+        _fall_back(context, task, tier, job, routing, "engine_stalled", stalled)
+
+
+def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing: dict, engine: Engine,
+              started: float) -> dict:
+    store, job_id = context.store, task.request.id
+    if engine.stalled():  # jobs still queued for a wedged engine move on at once
+        raise EngineStalled(f"the {tier} engine has not stepped for {engine.stalled_for():.0f}s")
     request = GenerationRequest(job_messages(job), job["max_tokens"], job["temperature"])
     # A redelivered task starts over: readers drop the text they had before a `start`.
     publish(store, job_id, "start", {"tier": tier, "model": engine.model_id, "routing": routing})
@@ -49,7 +60,8 @@ def run_generation(task: Task, tier: str, job: dict, routing: dict) -> Optional[
             finish_reason = chunk.finish_reason
             prompt_tokens = chunk.prompt_tokens
     if finish_reason == "cancelled" and watch.reason == "timeout":
-        _fall_back_after_timeout(context, task, tier, job, routing)
+        _fall_back(context, task, tier, job, routing, "timeout", SoftTimeLimitExceeded(
+            f"the {tier} tier did not finish within {task.soft_time_limit:g}s"))
     finished = time.time()
     result = {
         "response": "".join(pieces),
@@ -85,11 +97,13 @@ def _remember_answer(context: WorkerContext, job_id: str, job: dict, result: dic
         log.exception("could not cache the answer of job %s", job_id)
 
 
-def _fall_back_after_timeout(context: WorkerContext, task: Task, tier: str, job: dict, routing: dict) -> None:
-    """Hand the job to the other tier (same job id), or fail it when it may not fall back."""
-    moved = after_timeout(context.settings, routing)
+def _fall_back(context: WorkerContext, task: Task, tier: str, job: dict, routing: dict, reason: str,
+               failure: Exception) -> None:
+    """Hand the job to the other tier (same job id), or fail it with `failure` when it may not fall back."""
+    moved = after_failure(context.settings, routing, reason)
     if moved is None:
-        raise SoftTimeLimitExceeded(f"the {tier} tier did not finish within {task.soft_time_limit:g}s")
+        raise failure
+    log.warning("job %s falls back from the %s tier: %s", task.request.id, tier, failure)
     context.store.move(task.request.id, JobStatus.QUEUED, routing=moved)
     target = task.app.tasks[generation_task(moved["tier"])]
     raise task.replace(target.s(job, moved).set(priority=job_priority(job)))

@@ -15,7 +15,7 @@ import time
 
 from celery.signals import celeryd_init, task_failure, worker_ready, worker_shutdown
 
-from engines.provider import get_engine
+from engines.provider import get_engine, loaded_engine
 from jobs import presence
 from jobs.queues import TIERS, ROUTING_QUEUE, tier_queue
 from jobs.status import JobStatus
@@ -96,12 +96,28 @@ def _load_models_for(queues: set[str]) -> None:
         log.exception("warm-up failed; models will load on the first job")
 
 
+def _stalled_queues() -> set[str]:
+    """The queues whose engine in this process has work but has not stepped for ENGINE_STALL_S.
+
+    Leaving them out of the beat makes the tier look down: /ready says so, and routing sends new
+    jobs to the other tier; jobs this worker takes meanwhile fail over (tasks.generation).
+    """
+    stalled = set()
+    for tier in TIERS:
+        engine = loaded_engine(tier)
+        if engine is not None and engine.stalled():
+            log.warning("the %s engine has not stepped for %.0fs with work to do; leaving %s",
+                        tier, engine.stalled_for(), tier_queue(tier))
+            stalled.add(tier_queue(tier))
+    return stalled
+
+
 def _housekeeping(consumer) -> None:
     """Beat presence every few seconds and watch the memory cap, until the worker stops."""
     _beating.update(worker=consumer.hostname, queues=set())
     while True:
         try:
-            queues = _consumed_queues(consumer)
+            queues = _consumed_queues(consumer) - _stalled_queues()
             presence.beat(worker_context().store.redis, consumer.hostname, queues, _beating["queues"],
                           get_settings().worker_heartbeat_s)
             _beating["queues"] = queues

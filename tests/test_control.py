@@ -2,15 +2,17 @@
 on real workers (the session's, paused or helped by workers of the test's own)."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from helpers import broker, job_store, wait_for_job
 from jobs.presence import live_workers
 from settings import get_settings
+from workerctl import (PYTHONPATH_WITH_TESTS, job_record, node, paused, queued_messages, started_worker, stop_warm,
+                       submit, wait_until, wait_until_steady)
 
 BEAT = get_settings().worker_heartbeat_s
-from workerctl import (job_record, node, paused, queued_messages, started_worker, stop_warm, submit,
-                       wait_until, wait_until_steady)
 
 pytestmark = pytest.mark.usefixtures("workers")
 
@@ -109,7 +111,7 @@ def test_job_falls_back_when_its_tier_has_no_live_worker(client):
     redis = job_store().redis
     with paused("large", "large-queue"):
         wait_until_steady(lambda: node("large") not in live_workers(redis, "large-queue", BEAT)
-                          and node("small") in live_workers(redis, "small-queue", BEAT), 1.5 * get_settings().worker_heartbeat_s, 60,
+                          and node("small") in live_workers(redis, "small-queue", BEAT), 1.5 * BEAT, 60,
                           "no live worker on the large tier and one on the small tier")
         job_id = submit(client, prompt=LARGE_PROMPT, max_tokens=4)
         view = wait_for_job(client, job_id, timeout=300)
@@ -139,3 +141,35 @@ def test_job_falls_back_when_its_tier_times_out(client, artifacts_dir):
     assert view["result"]["tier"] == "large" and view["result"]["queue"] == "large-queue"
     assert job_store().deliveries(job_id) == {"tasks.routing.route": 1, "tasks.small.generate": 1,
                                               "tasks.large.generate": 1}
+
+
+def test_a_wedged_engine_fails_readiness_and_its_jobs_fall_back(client, artifacts_dir, tmp_path):
+    """The small tier's only consuming worker wedges mid-job: within ENGINE_STALL_S and a few beats
+    /ready says so, the job in the engine moves to the large tier, and new small jobs go there too."""
+    flag = tmp_path / "wedge"
+    env = {"ENGINE_STALL_S": "2", "WORKER_HEARTBEAT_S": "0.5", "WEDGE_FLAG": str(flag),
+           "PYTHONPATH": PYTHONPATH_WITH_TESTS}
+    wedged = started_worker("small-wedged", artifacts_dir / "logs", "small-queue", env, concurrency=2,
+                            extra_args=("-I", "wedge_engine"))
+    try:
+        with paused("small", "small-queue"):
+            wait_until(lambda: client.get("/ready").status_code == 200, 60, "the stack to be ready")
+            flag.touch()
+            stuck = submit(client, prompt=SMALL_PROMPT, max_tokens=4)
+            wait_until(lambda: job_record(stuck).get("status") == "generating", 120, "the job to reach the engine")
+            started = time.monotonic()
+            ready = wait_until(lambda: (r := client.get("/ready")).status_code == 503 and r.get_json(), 60,
+                               "/ready to report the wedged tier")
+            print(f"\n/ready failed {time.monotonic() - started:.1f}s after the job reached the wedged engine")
+            assert ready["workers"]["small-queue"] == 0 and "small-queue" in ready["error"]["message"]
+            view = wait_for_job(client, stuck, timeout=120)
+            later = wait_for_job(client, submit(client, prompt=SMALL_PROMPT, max_tokens=4), timeout=120)
+            flag.unlink()
+    finally:
+        flag.unlink(missing_ok=True)
+        stop_warm(wedged)
+    assert view["status"] == "succeeded", view
+    assert view["result"]["fallback"] == {"from": "small", "to": "large", "reason": "engine_stalled"}
+    assert view["result"]["tier"] == "large"
+    assert later["status"] == "succeeded" and later["result"]["tier"] == "large"
+    assert later["routing"]["fallback"]["reason"] == "no_live_workers"

@@ -68,7 +68,9 @@ def test_synchronous_timeout_returns_504_with_the_job_id(client):
     assert view["status"] == "succeeded"
 
 
-def test_health_reports_redis_and_workers(client):
-    body = client.get("/health").get_json()
-    assert body["redis"] is True
+def test_ready_reports_redis_and_live_workers(client):
+    response = client.get("/ready")
+    body = response.get_json()
+    assert response.status_code == 200 and body["status"] == "ready" and body["redis"] is True
     assert all(body["workers"][q] >= 1 for q in ("routing", "small-queue", "large-queue"))
+    assert client.get("/health").get_json() == {"status": "ok"}

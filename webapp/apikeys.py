@@ -20,8 +20,8 @@ from webapp.errors import APIError
 
 KEYS_HASH = "api_keys"
 KEY_PREFIX = "llmq_"
-# Paths anyone may call: liveness checks and the API description.
-PUBLIC_PATHS = ("/health", "/openapi.json")
+# Paths anyone may call: the probes and the API description.
+PUBLIC_PATHS = ("/health", "/ready", "/openapi.json")
 
 
 def _digest(key: str) -> str:

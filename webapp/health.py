@@ -1,8 +1,14 @@
-"""`GET /health`: is Redis reachable, and how many workers consume each queue."""
+"""Probes: `GET /health` (liveness: this process answers) and `GET /ready` (readiness: Redis answers,
+every queue has a live worker whose engine is stepping).
+
+Readiness reads worker presence from Redis (jobs.presence), which workers beat every few seconds;
+it never broadcasts to the workers, so a probe costs one Redis round trip however often it runs.
+"""
 from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
+from jobs.presence import live_counts
 from jobs.queues import QUEUES
 from webapp.context import web
 
@@ -11,12 +17,20 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/health")
 def health():
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/ready")
+def ready():
     context = web()
     try:
-        context.store.redis.ping()
+        workers = live_counts(context.store.redis, QUEUES, context.settings.worker_heartbeat_s)
     except Exception:
         error = {"code": "service_unavailable", "message": "the queue backend (Redis) is unreachable"}
         return jsonify({"status": "unavailable", "redis": False, "workers": {}, "error": error}), 503
-    workers = context.broker.workers_per_queue()
-    status = "ok" if all(workers[q] for q in QUEUES) else "degraded"
-    return jsonify({"status": status, "redis": True, "workers": workers})
+    missing = [queue for queue in QUEUES if not workers[queue]]
+    body = {"status": "ready" if not missing else "not_ready", "redis": True, "workers": workers}
+    if missing:
+        body["error"] = {"code": "not_ready",
+                         "message": f"no live worker with a stepping engine on {', '.join(missing)}"}
+    return jsonify(body), 200 if not missing else 503

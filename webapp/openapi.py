@@ -60,9 +60,16 @@ class GenerateResponseSchema(Schema):
 
 
 class HealthSchema(Schema):
-    """`GET /health`: 200 while Redis answers, 503 (with `error`) when it does not."""
+    """`GET /health`: 200 whenever the process answers (liveness)."""
 
     status = fields.String(required=True)
+
+
+class ReadySchema(Schema):
+    """`GET /ready`: 200 when Redis answers and every queue has a live worker with a stepping engine;
+    503 (with `error`) otherwise."""
+
+    status = fields.String(required=True, metadata={"enum": ["ready", "not_ready", "unavailable"]})
     redis = fields.Boolean(required=True)
     workers = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
     error = fields.Nested(ErrorDetailSchema)
@@ -87,7 +94,8 @@ def build_spec(settings: Settings) -> dict:
     spec = APISpec(title="LLM inference queue", version="1.0.0", openapi_version="3.0.3",
                    plugins=[MarshmallowPlugin()])
     for name, schema in (("JobRequest", JobRequestSchema), ("Error", ErrorSchema), ("JobView", JobViewSchema),
-                         ("GenerateResponse", GenerateResponseSchema), ("Health", HealthSchema)):
+                         ("GenerateResponse", GenerateResponseSchema), ("Health", HealthSchema),
+                         ("Ready", ReadySchema)):
         spec.components.schema(name, schema=schema)
     secured = {}
     if settings.api_keys_required:
@@ -105,7 +113,10 @@ def build_spec(settings: Settings) -> dict:
         "summary": "Queue a job and wait for its answer", "requestBody": JOB_BODY, **secured,
         "responses": {**_ok(200, "GenerateResponse", "the answer"), **_errors(*SUBMIT_ERRORS, 502, 504)}}})
     spec.path("/health", operations={"get": {
-        "summary": "Redis and workers", "responses": {**_ok(200, "Health", "up"), **_ok(503, "Health", "down")}}})
+        "summary": "Liveness: the process answers", "responses": _ok(200, "Health", "alive")}})
+    spec.path("/ready", operations={"get": {
+        "summary": "Readiness: Redis, and a live worker with a stepping engine on every queue",
+        "responses": {**_ok(200, "Ready", "ready"), **_ok(503, "Ready", "not ready")}}})
     document = spec.to_dict()
     properties = document["components"]["schemas"]["JobRequest"]["properties"]
     for field, keywords in live_limits(settings).items():
