@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -14,6 +15,7 @@ import pytest
 from conftest import ROOT, start_worker
 from helpers import broker, free_port, job_store
 from jobs.status import is_final
+from jobs.streams import follow_job
 from workerctl import (PYTHONPATH_WITH_TESTS, SHORT_REDELIVERY_ENV, job_record, log_lines, paused, queued_messages,
                        redis_server, started_worker, stop_warm, submit, wait_ready, wait_until,
                        wait_until_nothing_in_flight)
@@ -82,15 +84,24 @@ def test_jobs_of_a_killed_worker_are_redelivered(client, artifacts_dir):
 def test_jobs_survive_a_worker_restart(client, workers, artifacts_dir):
     log_dir = artifacts_dir / "logs"
     job_ids = _submit_small_jobs(client, JOBS)
-    wait_until(lambda: any(job_record(j).get("tokens_so_far", 0) for j in job_ids), 300,
-               "the small worker to be in the middle of jobs")
+    running = wait_until(lambda: next((j for j in job_ids if job_record(j).get("tokens_so_far", 0)), None), 300,
+                         "the small worker to be in the middle of jobs")
+    followed: list = []  # a client following a running job's stream across the worker's SIGTERM
+    reader = threading.Thread(target=lambda: followed.extend(follow_job(job_store(), running, timeout_s=600)))
+    reader.start()
     stop_warm(workers["small"])  # warm shutdown: running jobs finish, reserved ones go back to the queue
     workers["small"] = start_worker("small", log_dir)
     wait_ready("small")
     views = _final_views(client, job_ids, timeout=600)
+    reader.join(60)
     lost, ran_twice, completed_twice = _report("worker restart mid-jobs", views, log_dir, ["small"])
     assert not lost, {job_id: views[job_id] for job_id in lost}
     assert not ran_twice and not completed_twice
+    # The SIGTERM cut no stream: one attempt, every token, then the final event with the whole answer.
+    names = [event.event for event in followed]
+    assert names.count("start") == 1 and names[-1] == "final", names
+    text = "".join(event.data["text"] for event in followed if event.event == "token")
+    assert followed[-1].data["status"] == "succeeded" and followed[-1].data["response"] == text
 
 
 def test_a_job_that_kills_its_worker_fails_after_bounded_deliveries(client, artifacts_dir):
