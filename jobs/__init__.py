@@ -6,7 +6,16 @@ from __future__ import annotations
 
 import redis
 
+MAX_CONNECTIONS = 100  # per process: the web's streams share one stream hub, not a connection each
+POOL_WAIT_S = 5.0  # a burst of requests waits this long for a free connection rather than failing
+
 
 def redis_client(url: str, timeout_s: float) -> redis.Redis:
-    """A client for the job store on `url` that gives up after `timeout_s` (connect and read)."""
-    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    """A client for the job store on `url` that gives up after `timeout_s` (connect and read).
+
+    Its pool blocks when all its connections are busy: redis-py's default pool raises on the 101st
+    concurrent user, which a burst of gevent requests reaches at once.
+    """
+    pool = redis.BlockingConnectionPool.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                                 max_connections=MAX_CONNECTIONS, timeout=max(timeout_s, POOL_WAIT_S))
+    return redis.Redis(connection_pool=pool)

@@ -103,15 +103,14 @@ def workers(artifacts_dir):
 
 @pytest.fixture(scope="session")
 def live_server(workers, artifacts_dir):
-    """The web app under gunicorn (gthread, as deployed) on a free port; yields its base URL."""
+    """The web app under gunicorn (gevent, as deployed) on a free port; yields its base URL."""
     import requests
 
-    from helpers import free_port
+    from helpers import free_port, web_command
 
     port = free_port()
     log = open(artifacts_dir / "logs" / "web.log", "ab")
-    cmd = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", "8",
-           "--bind", f"127.0.0.1:{port}", "wsgi:app"]
+    cmd = web_command(port)
     env = {**os.environ, "WAIT_TIMEOUT_S": "180"}  # a first job on a busy machine waits for cold models
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import socket
+import sys
 import time
 from typing import Iterator
 
@@ -60,6 +61,13 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def web_command(port: int, graceful_timeout_s: int = 10) -> list[str]:
+    """gunicorn serving the web app as deployed (the gevent worker), one worker, on 127.0.0.1:`port`."""
+    return [sys.executable, "-m", "gunicorn", "--worker-class", "gevent", "--worker-connections", "2000",
+            "--workers", "1", "--graceful-timeout", str(graceful_timeout_s), "--no-control-socket",
+            "--bind", f"127.0.0.1:{port}", "wsgi:app"]
 
 
 def free_udp_port() -> int:

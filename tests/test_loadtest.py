@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import free_port
+from helpers import free_port, web_command
 from loadtest.sse import is_final, sse_events
 from loadtest.traffic import TrafficMix
 from conftest import stop_process
@@ -57,8 +57,7 @@ def web_server(workers, artifacts_dir):
     port = free_port()
     log = open(artifacts_dir / "logs" / "loadtest-web.log", "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", "8",
-         "--bind", f"127.0.0.1:{port}", "wsgi:app"],
+        web_command(port),
         cwd=ROOT, env={**os.environ, "WAIT_TIMEOUT_S": "240"}, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)
     url = f"http://127.0.0.1:{port}"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -18,7 +17,7 @@ import redis
 import requests
 
 from conftest import ROOT, start_worker
-from helpers import free_port
+from helpers import free_port, web_command
 from workerctl import redis_server, stop_warm, wait_until
 
 JOB_ID = "0" * 32
@@ -43,8 +42,7 @@ def private_stack(artifacts_dir):
     holder = {"redis": redis_server(port, log_dir)}
     web_port = free_port()
     web = subprocess.Popen(
-        [os.path.join(sys.prefix, "bin", "gunicorn"), "--no-control-socket", "--worker-class", "gthread",
-         "--workers", "1", "--threads", "8", "--bind", f"127.0.0.1:{web_port}", "wsgi:app"],
+        web_command(web_port),
         cwd=ROOT, env={**os.environ, "REDIS_URL": redis_url, "WAIT_TIMEOUT_S": "300"},
         stdout=open(log_dir / "outage-web.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{web_port}"

@@ -1,17 +1,25 @@
 """Token streaming: the generation task writes a Redis Stream per job, `/v1/jobs/<id>/stream` serves it as SSE."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import threading
 import time
 import uuid
 
 import pytest
+import redis
 import requests
 
-from helpers import app_with, iter_sse, job_store
+from conftest import ROOT
+from helpers import app_with, free_port, iter_sse, job_store, web_command
+from jobs.status import JobStatus
 from jobs.store import stream_key
-from jobs.streams import publish
+from jobs.streams import follow_job, publish
 from settings import get_settings
 from tasks.lifecycle import mark_job_failed
+from workerctl import wait_until
 
 DRAGON = {"prompt": "Tell me a long story about a dragon", "max_tokens": 8, "tier": "small", "cache": False}
 
@@ -152,3 +160,195 @@ def test_streaming_an_unknown_job_is_a_json_404(client, job_id):
     response = client.get(f"/v1/jobs/{job_id}/stream")
     assert response.status_code == 404
     assert response.get_json()["error"]["code"] == "not_found"
+
+
+# --- The stream hub: one reader of every followed stream per process ----------------------------------------------
+
+def _hub():
+    from jobs.store import JobStore
+    from jobs.streams import StreamHub
+
+    return StreamHub(JobStore(redis.Redis.from_url(get_settings().redis_url, socket_timeout=0.5), 3600))
+
+
+def test_many_readers_of_one_job_get_every_event_once_from_one_reader_of_redis():
+    hub = _hub()
+    job_id = _job_record(status="generating")
+    publish(job_store(), job_id, "start", {"tier": "small", "model": "m", "routing": {}})
+    results: dict[int, list] = {}
+
+    def read(n: int) -> None:
+        results[n] = list(follow_job(job_store(), job_id, timeout_s=30, heartbeat_s=30, hub=hub))
+
+    readers = [threading.Thread(target=read, args=(n,)) for n in range(40)]
+    for reader in readers:
+        reader.start()
+    wait_until(lambda: hub.followed() == 40, 10, "every reader to join the hub")
+    reads_before = hub.reads
+    for word in ("Once", " upon", " a", " time"):
+        publish(job_store(), job_id, "token", {"text": word})
+        time.sleep(0.05)
+    result = {"response": "Once upon a time", "tier": "small"}
+    assert job_store().move(job_id, JobStatus.SUCCEEDED, event=("final", {"id": job_id, "status": "succeeded",
+                                                                           **result}), result=result,
+                            finished_at=time.time())
+    for reader in readers:
+        reader.join(10)
+    expected = [e.event for e in results[0]]
+    assert expected == ["start", "token", "token", "token", "token", "final"]
+    assert all([e.event for e in events] == expected for events in results.values())
+    assert all(events == results[0] for events in results.values())
+    assert hub.reads - reads_before < 40, "the readers were read for one by one"
+    assert hub.followed() == 0
+
+
+def test_a_new_reader_gets_its_first_event_at_once_though_the_hub_was_blocked():
+    """Joining cuts the hub's blocked XREAD short (CLIENT UNBLOCK): no wait for the next round."""
+    hub = _hub()
+    idle = follow_job(job_store(), _job_record(status="generating"), timeout_s=30, heartbeat_s=60, hub=hub)
+    threading.Thread(target=lambda: list(idle), daemon=True).start()  # the hub blocks on this one
+    waits = []
+    for _ in range(5):
+        time.sleep(0.15)
+        job_id = _job_record(status="generating")
+        events = follow_job(job_store(), job_id, timeout_s=10, heartbeat_s=60, hub=hub)
+        threading.Timer(0.02, publish, args=(job_store(), job_id, "token", {"text": "hi"})).start()
+        started = time.monotonic()
+        assert next(events).data == {"text": "hi"}
+        waits.append(time.monotonic() - started)
+        events.close()
+    assert sorted(waits)[2] < 0.07, f"waits {waits}: the hub read the new stream only on its next round"
+
+
+def test_a_reader_that_joins_late_gets_what_follows_its_last_event_id():
+    hub = _hub()
+    job_id = _job_record(status="generating")
+    for word in ("a", "b", "c"):
+        publish(job_store(), job_id, "token", {"text": word})
+    first = list(follow_job(job_store(), job_id, timeout_s=0.3, heartbeat_s=10, hub=hub))[:3]
+    events = follow_job(job_store(), job_id, last_id=first[1].id, timeout_s=10, heartbeat_s=10, hub=hub)
+    assert next(events).data == {"text": "c"}
+    publish(job_store(), job_id, "token", {"text": "d"})
+    assert next(events).data == {"text": "d"}
+    assert job_store().move(job_id, JobStatus.CANCELLED, finished_at=time.time())  # no final entry
+    final = next(events)
+    assert final.event == "final" and final.id is None and final.data["status"] == "cancelled"
+    assert list(events) == []
+
+
+@pytest.mark.parametrize("outage", ["killed", "frozen"])
+def test_a_redis_outage_ends_open_streams_with_an_error_event(artifacts_dir, outage):
+    """Redis dies (or hangs: SIGSTOP) while a stream is open: it ends with an `error` event at once."""
+    from workerctl import redis_server
+
+    port = free_port()
+    server = redis_server(port, artifacts_dir / "logs")
+    try:
+        app = app_with(redis_url=f"redis://127.0.0.1:{port}/0", stream_heartbeat_s=0.2, stream_timeout_s=60)
+        client = app.test_client()
+        job_id = uuid.uuid4().hex
+        store = app.extensions["llm_platform"].store
+        store.create(job_id, {"prompt": "hi", "max_tokens": 4, "temperature": 0.0, "tier": "auto"},
+                     status="generating")
+        publish(store, job_id, "start", {"tier": "small", "model": "m", "routing": {}})
+        native = iter_sse(client.get(f"/v1/jobs/{job_id}/stream").iter_encoded())
+        assert next(native)["event"] == "start"
+        assert next(native) == {"comment": "keep-alive"}  # the reader follows the job through the hub now
+        if outage == "killed":
+            server.kill()
+            server.wait()
+        else:
+            server.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        rest = [e for e in native if "comment" not in e]
+        print(f"\nRedis {outage}: the open stream ended after {time.monotonic() - started:.2f}s")
+        assert time.monotonic() - started < 3
+        assert [e["event"] for e in rest] == ["error"]
+        assert rest[0]["data"]["error"]["code"] == "service_unavailable"
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGCONT)
+            server.kill()
+            server.wait()
+
+
+# --- One deadline per request ----------------------------------------------------------------------------------
+
+def test_the_routing_wait_and_the_stream_share_one_deadline():
+    """A chat stream of a job that is never routed: the routing wait spends the deadline, the stream
+    gets what is left (nothing), so it ends after STREAM_TIMEOUT_S, not twice that."""
+    from webapp.openai_api import streamed_completion
+
+    app = app_with(stream_timeout_s=1.0, stream_heartbeat_s=0.2)
+    record = job_store().get(_job_record())  # queued, no routing decision ever
+    started = time.monotonic()
+    with app.test_request_context("/v1/chat/completions", method="POST"):
+        response = streamed_completion(record, include_usage=False)
+    events = [e for e in iter_sse(response.response) if "comment" not in e]
+    elapsed = time.monotonic() - started
+    assert events[-1]["data"] == "[DONE]" and events[-2]["data"]["error"]["code"] == "timeout"
+    assert 0.9 <= elapsed < 1.6, f"the stream took {elapsed:.2f}s for a 1s deadline"
+
+
+def test_a_request_deadline_counts_from_the_start_of_the_request():
+    from webapp.submission import mark_request_start, request_deadline, time_left
+
+    with app_with().test_request_context("/generate", method="POST"):
+        mark_request_start()
+        time.sleep(0.3)
+        deadline = request_deadline(1.0)
+        assert 0.6 <= time_left(deadline) <= 0.71
+        assert request_deadline(1.0) == deadline, "one deadline per request"
+
+
+# --- Graceful shutdown of the web server ---------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_sigterm_lets_open_streams_finish_and_refuses_new_connections(artifacts_dir):
+    """gunicorn (gevent, as deployed) on SIGTERM: the listening socket closes at once, a stream that
+    is open gets its job's end, then the server exits by itself (well within --graceful-timeout)."""
+    job_id = _job_record(status="generating")
+    publish(job_store(), job_id, "start", {"tier": "small", "model": "m", "routing": {}})
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = web_command(port, graceful_timeout_s=60)
+    log = open(artifacts_dir / "logs" / "web-sigterm.log", "ab")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "STREAM_HEARTBEAT_S": "0.5"}, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: _answers(f"{base}/openapi.json"), 60, "gunicorn")
+        with requests.get(f"{base}/v1/jobs/{job_id}/stream", stream=True, timeout=30) as response:
+            events = (e for e in iter_sse(response.iter_content(chunk_size=None)) if "comment" not in e)
+            assert next(events)["event"] == "start"
+            proc.send_signal(signal.SIGTERM)  # the master, as supervisord stops it
+            wait_until(lambda: _refused(f"{base}/openapi.json"), 5, "new connections to be refused")
+            assert proc.poll() is None, "gunicorn exited with a stream open"
+            time.sleep(1)  # the job ends a couple of seconds after SIGTERM
+            publish(job_store(), job_id, "token", {"text": "Bye"})
+            result = {"response": "Bye", "tier": "small"}
+            assert job_store().move(job_id, JobStatus.SUCCEEDED, event=("final", {"id": job_id, "status": "succeeded",
+                                                                                   **result}),
+                                    result=result, finished_at=time.time())
+            rest = list(events)
+        assert [e["event"] for e in rest] == ["token", "final"]
+        assert rest[-1]["data"]["status"] == "succeeded"
+        assert proc.wait(timeout=15) == 0, "gunicorn did not exit once its last stream ended"
+    finally:
+        from bench.stack import stop_process
+
+        stop_process(proc, timeout_s=10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _refused(url: str) -> bool:
+    try:
+        requests.get(url, timeout=2)
+    except requests.ConnectionError:
+        return True
+    return False

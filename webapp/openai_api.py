@@ -19,8 +19,8 @@ from webapp.context import web
 from webapp.errors import APIError
 from webapp.jobs import finished_result, load_json_body
 from webapp.openai_schemas import ChatCompletionRequestSchema, last_user_message, openai_error
-from webapp.stream import HEARTBEAT, job_events, sse, sse_response
-from webapp.submission import submit_job
+from webapp.stream import BACKEND_ERRORS, HEARTBEAT, UNAVAILABLE, job_events, sse, sse_response, stream_deadline
+from webapp.submission import submit_job, time_left
 
 bp = Blueprint("openai", __name__)
 OPENAI_PATHS = ("/v1/chat/", "/v1/models")
@@ -68,7 +68,7 @@ def chat_completions():
     record = submit_job(job_from_chat(body, tier_for_model(body["model"])))
     if body["stream"]:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return _streamed_completion(record, include_usage)
+        return streamed_completion(record, include_usage)
     result = finished_result(record["id"])
     routing = routing_info(result.get("routing") or {}, result.get("cached", False))
     completion = {
@@ -87,13 +87,20 @@ def chat_completions():
     return response
 
 
-def _streamed_completion(record: dict, include_usage: bool) -> Response:
+def streamed_completion(record: dict, include_usage: bool) -> Response:
+    """The job's answer as `chat.completion.chunk` events, then `[DONE]`.
+
+    The stream never takes text back: when the job starts over (a second `start` after text went
+    out: it was redelivered, or moved to the other tier) or Redis becomes unreachable, it ends with
+    an in-stream error.
+    """
     job_id = record["id"]
-    routed = wait_for_routing(job_id, web().settings.stream_timeout_s)
+    deadline = stream_deadline()  # one for the whole request: the routing wait and the stream share it
+    routed = wait_for_routing(job_id, deadline)
     early_result = routed.get("result") or {}  # a job can end before streaming starts (cache hit)
     decision = routed.get("routing") or early_result.get("routing") or {}
     model = early_result.get("model_used") or web().models.get(decision.get("tier"), "auto")
-    events = job_events(job_id)
+    events = job_events(job_id, deadline=deadline)
     chunk_base = {"id": f"chatcmpl-{job_id}", "object": "chat.completion.chunk",
                   "created": int(record["created_at"]), "model": model}
 
@@ -104,35 +111,53 @@ def _streamed_completion(record: dict, include_usage: bool) -> Response:
     def body() -> Iterator[str]:
         yield chunk({"role": "assistant", "content": ""})
         streamed_text = False
-        for event in events:
-            if event.event == "heartbeat":
-                yield HEARTBEAT
-            elif event.event == "token":
-                streamed_text = True
-                yield chunk({"content": event.data["text"]})
-            elif event.event == "final" and event.data["status"] == "succeeded":
-                result = event.data
-                if not streamed_text and result.get("response"):  # answered without generation (cache)
-                    yield chunk({"content": result["response"]})
-                routing = routing_info(result.get("routing") or decision, result.get("cached", False))
-                yield chunk({}, finish_reason(result), routing=routing)
-                if include_usage:
-                    yield sse(json.dumps({**chunk_base, "choices": [], "usage": usage(result)}))
-            elif event.event in ("final", "timeout"):
-                yield sse(json.dumps(stream_error(event)))
+        try:
+            for event in events:
+                if event.event == "heartbeat":
+                    yield HEARTBEAT
+                elif event.event == "start" and streamed_text:
+                    # The job starts over (redelivered, or moved to the other tier): its text so far is
+                    # void, and a chat stream cannot take text back. End it rather than send text twice.
+                    yield sse(json.dumps(restart_error(job_id)))
+                    break
+                elif event.event == "token":
+                    streamed_text = True
+                    yield chunk({"content": event.data["text"]})
+                elif event.event == "final" and event.data["status"] == "succeeded":
+                    result = event.data
+                    if not streamed_text and result.get("response"):  # answered without generation (cache)
+                        yield chunk({"content": result["response"]})
+                    routing = routing_info(result.get("routing") or decision, result.get("cached", False))
+                    yield chunk({}, finish_reason(result), routing=routing)
+                    if include_usage:
+                        yield sse(json.dumps({**chunk_base, "choices": [], "usage": usage(result)}))
+                elif event.event in ("final", "timeout"):
+                    yield sse(json.dumps(stream_error(event)))
+        except BACKEND_ERRORS:
+            yield sse(json.dumps({"error": {"message": UNAVAILABLE["message"], "type": "server_error",
+                                            "param": None, "code": UNAVAILABLE["code"]}}))
+        finally:
+            events.close()  # leaves the stream hub now, also after a `break`
         yield sse("[DONE]")
 
     return sse_response(body(), **route_headers(routing_info(decision, early_result.get("cached")), job_id))
 
 
-def wait_for_routing(job_id: str, timeout_s: float) -> dict:
-    """The job record once the router has decided (or the job ended), so headers can say where it went."""
-    deadline = time.monotonic() + timeout_s
+def wait_for_routing(job_id: str, deadline: float) -> dict:
+    """The job record once the router has decided (or the job ended, or the deadline passed), so
+    headers can say where it went."""
     while True:
         record = web().store.get(job_id) or {"id": job_id, "status": "failed"}
-        if "routing" in record or is_final(record["status"]) or time.monotonic() >= deadline:
+        if "routing" in record or is_final(record["status"]) or time_left(deadline) <= 0:
             return record
-        time.sleep(ROUTING_POLL_S)
+        time.sleep(min(ROUTING_POLL_S, time_left(deadline)))
+
+
+def restart_error(job_id: str) -> dict:
+    """A job that started over after text was streamed (redelivered, or tier fallback), as an in-stream error."""
+    message = (f"job {job_id} started over after part of its answer was streamed (it was delivered again, or "
+               "moved to the other tier); the text so far is void: poll the job or ask again")
+    return {"error": {"message": message, "type": "server_error", "param": None, "code": "job_restarted"}}
 
 
 def stream_error(event: StreamEvent) -> dict:

@@ -2,18 +2,27 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Iterable, Iterator, Optional
 
+import redis
 from flask import Blueprint, Response, request, stream_with_context
 
 from jobs.streams import StreamEvent, follow_job
 from webapp.context import web
 from webapp.jobs import existing_job
+from webapp.submission import mark_request_start, request_deadline, stream_hub
 
+log = logging.getLogger(__name__)
 bp = Blueprint("stream", __name__)
+# Every request's deadlines count from its start (webapp.submission.request_deadline).
+bp.before_app_request(mark_request_start)
 STREAM_ENTRY_ID = re.compile(r"^\d+-\d+$")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# A Redis that dies or hangs while a stream is open: the stream ends with an error event.
+BACKEND_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+UNAVAILABLE = {"code": "service_unavailable", "message": "the queue backend (Redis) is unreachable; retry later"}
 
 
 def sse(data: str, event: Optional[str] = None, event_id: Optional[str] = None) -> str:
@@ -29,11 +38,17 @@ def sse_response(body: Iterable[str], **headers: str) -> Response:
     return Response(stream_with_context(body), mimetype="text/event-stream", headers={**SSE_HEADERS, **headers})
 
 
-def job_events(job_id: str, last_id: str = "0") -> Iterator[StreamEvent]:
-    """`follow_job` with this app's time limits."""
+def stream_deadline() -> float:
+    """A stream request's deadline: STREAM_TIMEOUT_S from its start."""
+    return request_deadline(web().settings.stream_timeout_s)
+
+
+def job_events(job_id: str, last_id: str = "0", deadline: Optional[float] = None) -> Iterator[StreamEvent]:
+    """`follow_job` with this app's heartbeat, until `deadline` (default: the stream request's)."""
     context = web()
-    return follow_job(context.store, job_id, last_id, timeout_s=context.settings.stream_timeout_s,
-                      heartbeat_s=context.settings.stream_heartbeat_s)
+    deadline = stream_deadline() if deadline is None else deadline
+    return follow_job(context.store, job_id, last_id, deadline=deadline,
+                      heartbeat_s=context.settings.stream_heartbeat_s, hub=stream_hub())
 
 
 @bp.get("/v1/jobs/<job_id>/stream")
@@ -44,10 +59,16 @@ def stream_job(job_id: str):
     events = job_events(job_id, last_id if STREAM_ENTRY_ID.match(last_id) else "0")
 
     def body() -> Iterator[str]:
-        for event in events:
-            if event.event == "heartbeat":
-                yield HEARTBEAT
-            else:
-                yield sse(json.dumps(event.data), event.event, event.id)
+        # `start` events pass through, a second one included: a redelivered job starts over and
+        # clients drop the text they have (docs/api.md).
+        try:
+            for event in events:
+                if event.event == "heartbeat":
+                    yield HEARTBEAT
+                else:
+                    yield sse(json.dumps(event.data), event.event, event.id)
+        except BACKEND_ERRORS as exc:
+            log.warning("stream of job %s ended: backend unavailable (%s)", job_id, type(exc).__name__)
+            yield sse(json.dumps({"error": UNAVAILABLE}), "error")
 
     return sse_response(body())

@@ -1,17 +1,21 @@
 """Submitting jobs to the routing queue and waiting for them; shared by every endpoint."""
 from __future__ import annotations
 
+import os
+import threading
 import time
 import uuid
 from datetime import datetime, timezone
 from typing import Optional
 
-from flask import g
+from flask import current_app, g, has_request_context
 
 from cache.entries import cached_result, finished_fields
+from jobs import redis_client
 from jobs.recent import remember_job
 from jobs.status import is_final
-from jobs.streams import follow_job
+from jobs.store import JobStore
+from jobs.streams import StreamHub, follow_job
 from webapp.backpressure import ensure_capacity
 from webapp.context import WebContext, web
 
@@ -47,21 +51,64 @@ def _record(context: WebContext, job_id: str, job: dict, **fields) -> dict:
     return record
 
 
-def wait_for_job(job_id: str, timeout_s: float, poll_s: float = 0.05) -> Optional[dict]:
-    """Block until the job ends or the timeout passes; return its record, or None on timeout.
+HUB_EXTENSION = "llm_platform.stream_hub"
+_hub_lock = threading.Lock()
 
-    It follows the job's token stream, so it wakes on the `final` event (written with the finished
-    record) rather than at the next poll; a job that ends without one (a cache hit, a failure, a
-    cancel) is seen in the record within `poll_s`. Every blocking read is shorter than the Redis
-    socket timeout, so a Redis that dies or hangs mid-wait is an error at once and the caller gets its 503.
+
+def stream_hub() -> StreamHub:
+    """The app's stream hub in this process: every followed job is read by it, on a Redis client of its own."""
+    with _hub_lock:
+        hub = current_app.extensions.get(HUB_EXTENSION)
+        if hub is None or hub.pid != os.getpid():
+            settings = web().settings
+            store = JobStore(redis_client(settings.redis_url, settings.redis_timeout_s), settings.job_ttl_s)
+            hub = current_app.extensions[HUB_EXTENSION] = StreamHub(store)
+        return hub
+
+
+def mark_request_start() -> None:
+    """Stamp the request's start (a `before_app_request` hook): its deadlines count from here."""
+    g.request_start = time.monotonic()
+
+
+def request_deadline(timeout_s: float) -> float:
+    """The request's deadline on the monotonic clock: its start plus `timeout_s`.
+
+    One deadline per request: each wait inside it (the routing wait, following the stream,
+    waiting for the job) gets only what is left, so waits in a row never add up past it.
+    Outside a request (or before the stamp) it counts from the first call.
     """
+    if not has_request_context():
+        return time.monotonic() + timeout_s
+    if "request_start" not in g:
+        g.request_start = time.monotonic()
+    return g.request_start + timeout_s
+
+
+def time_left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def wait_for_job(job_id: str, timeout_s: float) -> Optional[dict]:
+    """Block until the job ends or the request's `timeout_s` deadline passes; its record, or None on timeout.
+
+    `timeout_s` counts from the start of the request (`request_deadline`), so time spent before
+    the wait (validation, the cache lookup, queueing) is not added on top. It follows the job's
+    token stream through the process's stream hub, so it wakes on the `final` event (written with
+    the finished record) and holds no Redis connection while it waits; a job that ends without
+    one (a cache hit, a failure, a cancel) is seen by the hub's status check within about 0.05 s.
+    A Redis that dies or hangs mid-wait is an error at once and the caller gets its 503.
+    """
+    deadline = request_deadline(timeout_s)
     store = web().store
     record = store.get(job_id)
     if record is None or is_final(record["status"]):
         return record
-    for event in follow_job(store, job_id, timeout_s=timeout_s, heartbeat_s=timeout_s, poll_s=poll_s):
-        if event.event in ("final", "timeout"):
-            break
+    if time_left(deadline) > 0:
+        for event in follow_job(store, job_id, deadline=deadline, heartbeat_s=time_left(deadline) + 1,
+                                hub=stream_hub()):
+            if event.event in ("final", "timeout"):
+                break
     record = store.get(job_id)
     return record if record is None or is_final(record["status"]) else None
 
