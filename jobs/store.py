@@ -27,7 +27,8 @@ def stream_key(job_id: str) -> str:
     return f"job:{job_id}:stream"
 
 
-def _lua_set(statuses) -> str:
+def lua_set(statuses) -> str:
+    """A Lua table literal with the statuses as keys (for membership tests in scripts)."""
     return "{" + ",".join(f"{status.value}=true" for status in sorted(statuses, key=lambda s: s.value)) + "}"
 
 
@@ -38,10 +39,10 @@ def _guard_script() -> str:
     name ('' for none), event data, then field, value pairs. Moving a final job to its own status
     only adds fields it lacks (HSETNX). Returns 1 when applied, 0 when refused.
     """
-    allowed = ",".join(f"{source.value}={_lua_set(targets)}" for source, targets in TRANSITIONS.items())
+    allowed = ",".join(f"{source.value}={lua_set(targets)}" for source, targets in TRANSITIONS.items())
     return f"""
 local allowed = {{{allowed}}}
-local final = {_lua_set(FINAL_STATUSES)}
+local final = {lua_set(FINAL_STATUSES)}
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return 0 end
 local target = ARGV[2]

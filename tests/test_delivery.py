@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, start_worker
 from helpers import broker, free_port, job_store
 from jobs.status import is_final
-from jobs.streams import follow_job
+from jobs.follow import follow_job
 from workerctl import (PYTHONPATH_WITH_TESTS, SHORT_REDELIVERY_ENV, job_record, log_lines, paused, queued_messages,
                        redis_server, started_worker, stop_warm, submit, wait_ready, wait_until,
                        wait_until_nothing_in_flight)

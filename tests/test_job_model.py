@@ -17,7 +17,7 @@ from helpers import job_store
 from jobs import control
 from jobs.status import FINAL_STATUSES, JobStatus, may_move
 from jobs.store import job_key, stream_key
-from jobs.streams import follow_job
+from jobs.follow import follow_job
 
 PAIRS = list(itertools.product(JobStatus, JobStatus))
 _created: list[str] = []  # job ids the `cleanup` fixture removes after each test

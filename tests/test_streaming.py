@@ -16,7 +16,8 @@ from conftest import ROOT
 from helpers import app_with, free_port, iter_sse, job_store, web_command
 from jobs.status import JobStatus
 from jobs.store import stream_key
-from jobs.streams import follow_job, publish
+from jobs.follow import follow_job
+from jobs.streams import publish
 from settings import get_settings
 from tasks.lifecycle import mark_job_failed
 from workerctl import wait_until
@@ -166,7 +167,7 @@ def test_streaming_an_unknown_job_is_a_json_404(client, job_id):
 
 def _hub():
     from jobs.store import JobStore
-    from jobs.streams import StreamHub
+    from jobs.follow import StreamHub
 
     return StreamHub(JobStore(redis.Redis.from_url(get_settings().redis_url, socket_timeout=0.5), 3600))
 

@@ -9,7 +9,8 @@ from typing import Iterable, Iterator, Optional
 import redis
 from flask import Blueprint, Response, request, stream_with_context
 
-from jobs.streams import StreamEvent, follow_job
+from jobs.follow import follow_job
+from jobs.streams import StreamEvent
 from webapp.context import web
 from webapp.jobs import existing_job
 from webapp.submission import mark_request_start, request_deadline, stream_hub

@@ -15,7 +15,7 @@ from jobs import redis_client
 from jobs.recent import remember_job
 from jobs.status import is_final
 from jobs.store import JobStore
-from jobs.streams import StreamHub, follow_job
+from jobs.follow import StreamHub, follow_job
 from webapp.backpressure import ensure_capacity
 from webapp.context import WebContext, web
 
