@@ -83,7 +83,12 @@ function follow(jobId) {
     source.close();
     done(`Still running: ${JSON.parse(event.data).message}`, "error");
   });
-  source.onerror = () => {
+  source.onerror = (event) => {
+    if (event.data) { // the server's own `error` event (Redis unreachable): the job may still finish
+      source.close();
+      done(`${JSON.parse(event.data).error.message}; the job may still finish: follow it again`, "error");
+      return;
+    }
     // EventSource reconnects by itself (resuming after the last event); a closed one will not.
     if (source.readyState === EventSource.CLOSED) done("The stream was refused (unknown job?)", "error");
   };
