@@ -113,6 +113,12 @@ class Settings:
                      "engine_max_batch", "embedding_threads", "embedding_max_batch", "recent_jobs_max"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.upper()} must be at least 1, not {getattr(self, name)}")
+        # Waits and poll intervals: zero would make a loop spin (heartbeats, cancel polls, presence).
+        for name in ("redis_timeout_s", "worker_redis_timeout_s", "wait_timeout_s", "stream_timeout_s",
+                     "stream_heartbeat_s", "cancel_poll_s", "worker_heartbeat_s", "engine_stall_s",
+                     "queue_depth_interval_s", "unacked_restore_interval_s", *(f"{s}_time_limit_s" for s in STAGES)):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name.upper()} must be above 0, not {getattr(self, name)}")
         if self.visibility_timeout() <= max(self.time_limits().values()):
             raise ValueError(f"VISIBILITY_TIMEOUT_S={self.visibility_timeout()} must exceed the longest time limit "
                              f"{max(self.time_limits().values()):g}s, or running jobs would be delivered twice")

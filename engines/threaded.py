@@ -104,11 +104,12 @@ class Progress:
                 self._since = time.monotonic()
             self._queued += 1
 
-    def taken(self) -> None:
-        """The engine thread took a request off the inbox: it holds it now."""
+    def taken(self, kept: bool = True) -> None:
+        """The engine thread took a request off the inbox: it holds it now, unless it answered it at
+        once (`kept=False`: cancelled while queued), which leaves an idle loop idle."""
         with self._lock:
             self._queued -= 1
-            self._holding = True
+            self._holding = self._holding or kept
 
     def holding(self, holding: bool) -> None:
         """The engine thread, once per loop pass: whether it still has requests of its own."""
@@ -217,8 +218,9 @@ class ThreadedEngine:
                 request, prompt, outbox = self._inbox.get(block=wait)
             except queue.Empty:
                 return None
-            self._progress.taken()
-            if not request.cancel.is_set():
+            kept = not request.cancel.is_set()
+            self._progress.taken(kept)
+            if kept:
                 return request, prompt, outbox
             self._answer_cancelled(prompt, outbox)
 

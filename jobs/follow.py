@@ -56,7 +56,7 @@ return ended
 
 
 def follow_job(store: JobStore, job_id: str, last_id: str = "0", timeout_s: float = 300, heartbeat_s: float = 10,
-               poll_s: Optional[float] = None, deadline: Optional[float] = None,
+               deadline: Optional[float] = None,
                hub: Optional["StreamHub"] = None) -> Iterator[StreamEvent]:
     """Yield the job's events after `last_id` as they come, ending with a `final` event.
 
@@ -65,7 +65,7 @@ def follow_job(store: JobStore, job_id: str, last_id: str = "0", timeout_s: floa
     from the first read, or at `deadline` (`time.monotonic()`) when given: a request's one
     deadline. A Redis error (outage) is raised from the generator as soon as the hub or the
     reader meets it. `hub` (default: the process's hub on the store's own client) follows the
-    job after the replay; `poll_s` is ignored (the hub sets the pace), it stays for old callers.
+    job after the replay.
     """
     if deadline is None:
         deadline = time.monotonic() + timeout_s
@@ -245,7 +245,7 @@ class StreamHub:
                 with self._lock:
                     self._blocked_id = None
                 self.reads += 1
-                self._fan_out([(jobs[key], events) for key, events in parse_entries(reply)])
+                self._fan_out([(jobs[key], cursors[key], events) for key, events in parse_entries(reply)])
             except Exception as exc:  # noqa: BLE001 - every reader must hear of it, whatever it is
                 with self._lock:
                     self._blocked_id = None
@@ -288,12 +288,16 @@ class StreamHub:
         self._fail_all(exc)
         time.sleep(self.block_s)  # no busy loop against a Redis that refuses
 
-    def _fan_out(self, streams: list[tuple[str, list[StreamEvent]]]) -> None:
-        """(job id, events) per stream read: each reader gets the events after its own cursor."""
+    def _fan_out(self, streams: list[tuple[str, str, list[StreamEvent]]]) -> None:
+        """(job id, cursor read from, events) per stream read: each reader gets the events after its own
+        cursor. A reader that joined behind the cursor read from (during the read) gets nothing now:
+        the next read starts from its cursor, so no event between the two is skipped for it."""
         with self._lock:
-            for job_id, events in streams:
+            for job_id, read_from, events in streams:
                 for subscription in list(self._subscriptions.get(job_id, ())):
                     cursor = entry_order(subscription.cursor)
+                    if cursor < entry_order(read_from):
+                        continue
                     for event in events:
                         if entry_order(event.id) > cursor:
                             subscription.items.put(event)

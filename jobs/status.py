@@ -14,21 +14,17 @@ class JobStatus(str, Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
-    @property
-    def final(self) -> bool:
-        return self in FINAL_STATUSES
-
 
 FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
-_ENDINGS = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
 
 # from -> the statuses it may move to. A job goes back to `queued` when the router hands it to a
-# tier or a tier falls back to the other; `cancelled -> cancelled` lets the worker that stops a
-# cancelled job attach what it generated, without overwriting what the cancel wrote.
+# tier or a tier falls back to the other; a redelivered task (its worker died) moves the job to its
+# own stage again; `cancelled -> cancelled` lets the worker that stops a cancelled job attach what
+# it generated, without overwriting what the cancel wrote.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.QUEUED: frozenset({JobStatus.ROUTING, JobStatus.GENERATING, JobStatus.QUEUED, *_ENDINGS}),
-    JobStatus.ROUTING: frozenset({JobStatus.QUEUED, *_ENDINGS}),
-    JobStatus.GENERATING: frozenset({JobStatus.GENERATING, JobStatus.QUEUED, *_ENDINGS}),
+    JobStatus.QUEUED: frozenset({JobStatus.ROUTING, JobStatus.GENERATING, JobStatus.QUEUED, *FINAL_STATUSES}),
+    JobStatus.ROUTING: frozenset({JobStatus.ROUTING, JobStatus.QUEUED, *FINAL_STATUSES}),
+    JobStatus.GENERATING: frozenset({JobStatus.GENERATING, JobStatus.QUEUED, *FINAL_STATUSES}),
     JobStatus.SUCCEEDED: frozenset(),
     JobStatus.FAILED: frozenset(),
     JobStatus.CANCELLED: frozenset({JobStatus.CANCELLED}),

@@ -5,6 +5,7 @@ handlers (job lifecycle, metrics), and nothing else imports it but Celery's comm
 """
 from celery import Celery
 
+from celeryconfig import celery_config
 from monitoring import celery_signals
 from routing.embedder import keep_hub_offline
 from settings import get_settings
@@ -13,12 +14,13 @@ from tasks.context import worker_context
 
 
 def create_celery_app() -> Celery:
-    """The worker's Celery app: configured from celeryconfig, its tasks and signal handlers loaded."""
-    keep_hub_offline(get_settings())  # before any model library is imported
+    """The worker's Celery app: configured from the settings (celeryconfig), its tasks and signal handlers loaded."""
+    settings = get_settings()
+    keep_hub_offline(settings)  # before any model library is imported
     celery = Celery("llm_platform", include=["tasks.routing", "tasks.small", "tasks.large"])
-    celery.config_from_object("celeryconfig")
+    celery.conf.update(celery_config(settings))
     lifecycle.connect_signals()
-    celery_signals.connect_worker_signals(lambda: worker_context().store, get_settings().queue_depth_interval_s)
+    celery_signals.connect_worker_signals(lambda: worker_context().store, settings.queue_depth_interval_s)
     return celery
 
 

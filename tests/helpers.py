@@ -54,7 +54,7 @@ def broker():
     """The web app's broker: Celery's client side, as the web app uses it."""
     from webapp.broker import Broker
 
-    return Broker()
+    return Broker(get_settings())
 
 
 def free_port() -> int:

@@ -87,13 +87,15 @@ def test_jobs_survive_a_worker_restart(client, workers, artifacts_dir):
     running = wait_until(lambda: next((j for j in job_ids if job_record(j).get("tokens_so_far", 0)), None), 300,
                          "the small worker to be in the middle of jobs")
     followed: list = []  # a client following a running job's stream across the worker's SIGTERM
-    reader = threading.Thread(target=lambda: followed.extend(follow_job(job_store(), running, timeout_s=600)))
+    reader = threading.Thread(target=lambda: followed.extend(follow_job(job_store(), running, timeout_s=600)),
+                              daemon=True)
     reader.start()
     stop_warm(workers["small"])  # warm shutdown: running jobs finish, reserved ones go back to the queue
     workers["small"] = start_worker("small", log_dir)
     wait_ready("small")
     views = _final_views(client, job_ids, timeout=600)
     reader.join(60)
+    assert not reader.is_alive(), "the stream of a job that finished did not end"
     lost, ran_twice, completed_twice = _report("worker restart mid-jobs", views, log_dir, ["small"])
     assert not lost, {job_id: views[job_id] for job_id in lost}
     assert not ran_twice and not completed_twice
@@ -185,7 +187,7 @@ def test_supervisord_restarts_a_killed_worker_and_keeps_the_rest(tmp_path, artif
 
 def test_visibility_timeout_must_outlast_the_time_limits():
     env = {**os.environ, "VISIBILITY_TIMEOUT_S": "100", "LARGE_TIME_LIMIT_S": "600"}
-    done = subprocess.run([sys.executable, "-c", "import celeryconfig"], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "-c", "import tasks.app"], cwd=ROOT, env=env,
                           capture_output=True, text=True)
     assert done.returncode != 0
     assert "VISIBILITY_TIMEOUT_S=100 must exceed" in done.stderr

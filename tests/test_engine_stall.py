@@ -57,7 +57,7 @@ def test_a_request_that_fits_the_pool_but_not_beside_the_shared_prefix_is_still_
 
     cpu = time.process_time()
     time.sleep(1.0)
-    assert time.process_time() - cpu < 0.2, "an idle engine loop must block on its inbox, not spin"
+    assert time.process_time() - cpu < 0.5, "an idle engine loop must block on its inbox, not spin (~1 s)"
 
 
 def wait_for(condition, seconds: float = 10.0) -> None:

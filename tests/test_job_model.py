@@ -274,7 +274,7 @@ def test_cancel_endpoint_refuses_a_succeeded_job(client):
 def test_follow_job_makes_the_final_event_from_the_record_of_an_ended_job():
     store = job_store()
     job_id, _ = cancelled_job()
-    events = list(follow_job(store, job_id, timeout_s=5, heartbeat_s=1, poll_s=0.05))
+    events = list(follow_job(store, job_id, timeout_s=5, heartbeat_s=1))
     assert [e.event for e in events] == ["final"]
     assert events[0].id is None, "made from the record, not read from a stream"
     assert events[0].data["id"] == job_id and events[0].data["status"] == "cancelled"
@@ -283,7 +283,7 @@ def test_follow_job_makes_the_final_event_from_the_record_of_an_ended_job():
 def test_follow_job_ends_with_the_record_when_a_followed_job_fails_without_a_stream():
     store = job_store()
     job_id = new_job(JobStatus.ROUTING)
-    events = follow_job(store, job_id, timeout_s=10, heartbeat_s=0.05, poll_s=0.01)
+    events = follow_job(store, job_id, timeout_s=10, heartbeat_s=0.05)
     assert next(events).event == "heartbeat", "a job still running gives heartbeats, not an end"
     error = {"type": "RuntimeError", "message": "router died"}
     assert store.move(job_id, JobStatus.FAILED, error=error, finished_at=time.time())
@@ -292,3 +292,12 @@ def test_follow_job_ends_with_the_record_when_a_followed_job_fails_without_a_str
     assert [e.event for e in ends] == ["final"]
     assert ends[0].id is None
     assert ends[0].data == {"id": job_id, "status": "failed", "error": error}
+
+
+@pytest.mark.parametrize("stage", [JobStatus.ROUTING, JobStatus.GENERATING], ids=lambda s: s.value)
+def test_a_redelivered_task_may_start_its_stage_again(stage: JobStatus):
+    """A worker that died mid-task leaves its job in the task's stage; the redelivered task must be
+    able to move it there again, or the job would sit in that stage until it expires."""
+    job_id = new_job(stage)
+    assert job_store().move(job_id, stage, routing_started_at=time.time())
+    assert job_store().get(job_id)["status"] == stage.value

@@ -4,26 +4,27 @@ from __future__ import annotations
 import time
 
 import pytest
+import redis
 
-from helpers import app_with, job_store
+from conftest import TEST_REDIS_URL
+from helpers import app_with
 from jobs import presence
 from jobs.queues import QUEUES
 
 BEAT_S = 0.5
+# A Redis DB of these tests' own (the one below the suite's): the session's real workers beat into
+# the suite's DB, and these tests need presence as if no worker ran.
+BASE, _, DB = TEST_REDIS_URL.rpartition("/")
+PROBES_REDIS_URL = f"{BASE}/{int(DB) - 1}"
 
 
 @pytest.fixture()
 def no_presence():
-    """Presence as if no worker ran, restored afterwards (a session may have real workers beating)."""
-    redis = job_store().redis
+    client = redis.Redis.from_url(PROBES_REDIS_URL)
     keys = [f"workers:live:{queue}" for queue in QUEUES]
-    saved = {key: redis.zrange(key, 0, -1, withscores=True) for key in keys}
-    redis.delete(*keys)
-    yield redis
-    redis.delete(*keys)
-    for key, members in saved.items():
-        if members:
-            redis.zadd(key, dict(members))
+    client.delete(*keys)
+    yield client
+    client.delete(*keys)
 
 
 def test_health_is_liveness_and_touches_no_redis():
@@ -35,7 +36,7 @@ def test_health_is_liveness_and_touches_no_redis():
 
 
 def test_ready_needs_a_live_worker_on_every_queue(no_presence):
-    client = app_with(worker_heartbeat_s=BEAT_S).test_client()
+    client = app_with(redis_url=PROBES_REDIS_URL, worker_heartbeat_s=BEAT_S).test_client()
     body = client.get("/ready").get_json()
     assert body["status"] == "not_ready" and body["workers"] == dict.fromkeys(QUEUES, 0)
     presence.beat(no_presence, "w1@test", {"routing", "small-queue"}, set(), BEAT_S)
@@ -51,7 +52,7 @@ def test_ready_needs_a_live_worker_on_every_queue(no_presence):
 def test_a_worker_that_stops_beating_for_a_queue_drops_out(no_presence):
     """A worker whose engine stalls leaves its queue out of the beat (tasks.lifecycle); one that dies
     stops beating: either way the queue's worker is gone after three beats."""
-    client = app_with(worker_heartbeat_s=BEAT_S).test_client()
+    client = app_with(redis_url=PROBES_REDIS_URL, worker_heartbeat_s=BEAT_S).test_client()
     presence.beat(no_presence, "w1@test", set(QUEUES), set(), BEAT_S)
     assert client.get("/ready").status_code == 200
     presence.beat(no_presence, "w1@test", {"routing", "large-queue"}, set(QUEUES), BEAT_S)  # left small-queue

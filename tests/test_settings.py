@@ -160,3 +160,12 @@ def test_the_test_session_settings_come_from_the_environment():
     assert get_settings().redis_url == os.environ["REDIS_URL"]
     assert get_settings().statsd_port == int(os.environ["STATSD_PORT"])
     assert settings.get_settings() is get_settings()
+
+
+@pytest.mark.parametrize("name", ["STREAM_HEARTBEAT_S", "CANCEL_POLL_S", "WORKER_HEARTBEAT_S", "ENGINE_STALL_S",
+                                  "REDIS_TIMEOUT_S", "WAIT_TIMEOUT_S", "SMALL_TIME_LIMIT_S"])
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_waits_and_poll_intervals_must_be_above_zero(name: str, value: str):
+    """Zero would make a loop spin: keep-alives, cancel polls, presence beats."""
+    with pytest.raises(ValueError, match=f"{name} must be above 0"):
+        load_settings({name: value})

@@ -99,7 +99,7 @@ def test_a_restart_while_the_client_reads_live_ends_the_chat_stream_with_an_erro
     events = _chat_stream(app, record)
     writer.join()
     _assert_ends_with_a_restart_error(events, "Once upon")
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30, "the stream waited for its deadline instead of ending"
 
 
 def test_a_restart_before_any_text_is_harmless(app):

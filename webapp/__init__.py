@@ -24,7 +24,7 @@ def create_app(settings: Optional[Settings] = None, test_config: Optional[dict] 
     from webapp import apikeys, cli, health, jobs, openai_api, openapi, playground, ratelimit, recent, stream
 
     apikeys.init_app(app)  # before the limiter: it counts per key
-    ratelimit.init_app(app, settings, jobs.bp)
+    ratelimit.init_app(app, settings, jobs.bp, openai_api.bp)  # every route that queues a job
     for blueprint in (jobs.bp, health.bp, stream.bp, recent.bp, openai_api.bp, playground.bp, openapi.bp):
         app.register_blueprint(blueprint)
     cli.init_app(app)

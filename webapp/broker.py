@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from celery import Celery
 
+from celeryconfig import celery_config
+
 from jobs.queues import QUEUES, ROUTE_TASK, job_priority, queue_depths
 from jobs.store import JobStore
+from settings import Settings
 
 # Publishing must fail fast when Redis is away: the caller gets a 503, not a hang.
 PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.2}
@@ -14,9 +17,9 @@ PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.1, "i
 class Broker:
     """Submits jobs to the routing queue and reads the queues, through a Celery client app."""
 
-    def __init__(self, config_module: str = "celeryconfig") -> None:
+    def __init__(self, settings: Settings) -> None:
         self.celery = Celery("llm_platform", set_as_current=False)
-        self.celery.config_from_object(config_module)
+        self.celery.conf.update(celery_config(settings))
 
     def submit(self, job_id: str, job: dict) -> None:
         """Queue the job's routing task; its task id is the job id."""

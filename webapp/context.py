@@ -33,7 +33,7 @@ class WebContext:
         # A bad engine setting (ENGINE_BACKEND, *_GGUF_TYPE, *_MODEL) stops the app here, with its message.
         models = served_models(settings)
         exact = ExactCache(store.redis, models, settings.exact_cache_ttl_s, settings.exact_cache_max_entries)
-        return cls(settings, store, Broker(), exact, models)
+        return cls(settings, store, Broker(settings), exact, models)
 
 
 def web() -> WebContext:

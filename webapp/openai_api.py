@@ -197,7 +197,7 @@ def model_entries() -> list[dict]:
     """The served models (one per tier), then the routing aliases."""
     entries = []
     for tier in TIERS:
-        model_id, path = served_spec(tier)
+        model_id, path = served_spec(tier, web().settings)
         created = int(path.stat().st_mtime) if path.exists() else 0
         entries.append({"id": model_id, "object": "model", "created": created, "owned_by": "local",
                         "tier": tier})

@@ -18,8 +18,8 @@ def _limit_for_caller() -> str:
     return g.get("api_key", {}).get("rate_limit") or web().settings.rate_limit
 
 
-def init_app(app: Flask, settings: Settings, submissions: Blueprint) -> Limiter:
-    """Limit the POST endpoints of `submissions`, one shared budget per API key.
+def init_app(app: Flask, settings: Settings, *submissions: Blueprint) -> Limiter:
+    """Limit the POST endpoints of the `submissions` blueprints, one shared budget per API key.
 
     Without API keys there is no caller to count for (behind a proxy every client has its
     address), so nothing is limited then.
@@ -35,6 +35,8 @@ def init_app(app: Flask, settings: Settings, submissions: Blueprint) -> Limiter:
         headers_enabled=True,
         key_prefix="ratelimit",
     )
-    limiter.shared_limit(_limit_for_caller, scope="submissions", methods=["POST"],
-                         exempt_when=lambda: "api_key" not in g)(submissions)
+    limit = limiter.shared_limit(_limit_for_caller, scope="submissions", methods=["POST"],
+                                 exempt_when=lambda: "api_key" not in g)
+    for blueprint in submissions:
+        limit(blueprint)
     return limiter

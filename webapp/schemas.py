@@ -62,7 +62,7 @@ class LimitedSchema(Schema):
         limits = self.settings
         if sum(len(text) for text in texts) > limits.prompt_max_chars:
             raise ValidationError(f"{what} is longer than {limits.prompt_max_chars} characters.")
-        if sum(prompt_tokens(text) for text in texts) > limits.prompt_max_tokens:
+        if sum(prompt_tokens(text, limits) for text in texts) > limits.prompt_max_tokens:
             raise ValidationError(f"{what} is longer than {limits.prompt_max_tokens} tokens.")
 
     def check_max_tokens(self, value: Optional[int]) -> None:

@@ -19,7 +19,16 @@ log = logging.getLogger(__name__)
 bp = Blueprint("stream", __name__)
 # Every request's deadlines count from its start (webapp.submission.request_deadline).
 bp.before_app_request(mark_request_start)
-STREAM_ENTRY_ID = re.compile(r"^\d+-\d+$")
+STREAM_ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+ENTRY_ID_PART_MAX = 2**64 - 1  # Redis refuses larger parts ("Invalid stream ID")
+
+
+def resume_after(last_event_id: str) -> str:
+    """Where a reconnecting EventSource resumes: after its Last-Event-ID when that is a stream
+    entry id Redis accepts, else from the start."""
+    if not STREAM_ENTRY_ID.match(last_event_id):
+        return "0"
+    return last_event_id if all(int(part) <= ENTRY_ID_PART_MAX for part in last_event_id.split("-")) else "0"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # A Redis that dies or hangs while a stream is open: the stream ends with an error event.
 BACKEND_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
@@ -57,7 +66,7 @@ def stream_job(job_id: str):
     existing_job(job_id)
     # EventSource sends Last-Event-ID when it reconnects: resume after it instead of replaying.
     last_id = request.headers.get("Last-Event-ID", "")
-    events = job_events(job_id, last_id if STREAM_ENTRY_ID.match(last_id) else "0")
+    events = job_events(job_id, resume_after(last_id))
 
     def body() -> Iterator[str]:
         # `start` events pass through, a second one included: a redelivered job starts over and

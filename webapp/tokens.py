@@ -9,27 +9,31 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 from pathlib import Path
+from typing import Optional
 
 from engines.llamacpp_models import resolve_gguf
 from engines.models import TIERS, resolve_model, tokenizer_folder_for_gguf
 from engines.provider import backend_name
+from settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 
-def tokenizer_folder(tier: str) -> Path:
+def tokenizer_folder(tier: str, settings: Optional[Settings] = None) -> Path:
     """The folder whose tokenizer.json the engine of `tier` uses, found without preparing anything."""
-    if backend_name() == "llamacpp":
-        return tokenizer_folder_for_gguf(resolve_gguf(tier, prepare=False).tokenizer_gguf, prepare=False)
-    return Path(resolve_model(tier, prepare=False).load_path)
+    settings = settings or get_settings()
+    if backend_name(settings) == "llamacpp":
+        gguf = resolve_gguf(tier, prepare=False, settings=settings).tokenizer_gguf
+        return tokenizer_folder_for_gguf(gguf, prepare=False, settings=settings)
+    return Path(resolve_model(tier, prepare=False, settings=settings).load_path)
 
 
-@lru_cache(maxsize=None)
-def _tokenizers() -> tuple:
-    """The distinct tokenizer.json files of the tiers, loaded once."""
+@lru_cache(maxsize=8)
+def _tokenizers(settings: Settings) -> tuple:
+    """The distinct tokenizer.json files of the tiers, loaded once per settings object."""
     from tokenizers import Tokenizer
 
-    paths = {tokenizer_folder(tier) / "tokenizer.json" for tier in TIERS}
+    paths = {tokenizer_folder(tier, settings) / "tokenizer.json" for tier in TIERS}
     found = [path for path in sorted(paths) if path.is_file()]
     if len(found) < len(paths):
         log.warning("no local tokenizer.json for some tiers (run `make models`); "
@@ -37,6 +41,7 @@ def _tokenizers() -> tuple:
     return tuple(Tokenizer.from_file(str(path)) for path in found)
 
 
-def prompt_tokens(prompt: str) -> int:
+def prompt_tokens(prompt: str, settings: Optional[Settings] = None) -> int:
     """The prompt's length in tokens for the tier that counts it longest (0 when no tokenizer is local)."""
-    return max((len(tokenizer.encode(prompt, add_special_tokens=False)) for tokenizer in _tokenizers()), default=0)
+    tokenizers = _tokenizers(settings or get_settings())
+    return max((len(tokenizer.encode(prompt, add_special_tokens=False)) for tokenizer in tokenizers), default=0)
