@@ -79,6 +79,13 @@ def wait_for_queues(queues: list[str], timeout: float = 120) -> None:
     raise RuntimeError(f"workers for {queues} did not come up; see test-artifacts/logs")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def clean_test_db() -> None:
+    """Each session starts on an empty Redis DB of its own: jobs an earlier run left queued (no worker
+    runs in the fast layer) must not fill the queues and turn this run's submissions into 429s."""
+    _flush_test_db()
+
+
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
     path = ROOT / "test-artifacts"

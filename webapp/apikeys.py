@@ -34,10 +34,14 @@ class ApiKeyStore:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
 
-    def create(self, name: str, rate_limit: Optional[str] = None) -> tuple[str, dict]:
-        """A new key and its record; the key is not stored and cannot be shown again."""
+    def create(self, name: str, rate_limit: Optional[str] = None, admin: bool = False) -> tuple[str, dict]:
+        """A new key and its record; the key is not stored and cannot be shown again.
+
+        An admin key may see and cancel every job; any other key only the jobs it created.
+        """
         key = KEY_PREFIX + secrets.token_urlsafe(32)
-        record = {"id": secrets.token_hex(4), "name": name, "created_at": time.time(), "rate_limit": rate_limit}
+        record = {"id": secrets.token_hex(4), "name": name, "created_at": time.time(), "rate_limit": rate_limit,
+                  "admin": admin}
         self.redis.hset(KEYS_HASH, _digest(key), json.dumps(record))
         return key, record
 
@@ -75,6 +79,19 @@ def authenticate() -> None:
         message = "send a valid API key as 'Authorization: Bearer <key>'" if token is None else "invalid API key"
         raise APIError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
     g.api_key = record
+
+
+def caller_owner() -> Optional[str]:
+    """Whose jobs the caller may see: its key's id, or None for every job (an admin key, or no keys
+    at all: then the service is open and jobs belong to nobody)."""
+    record = g.get("api_key")
+    return None if record is None or record.get("admin") else record["id"]
+
+
+def may_see(job_record: dict) -> bool:
+    """Whether the caller may read, follow or cancel the job."""
+    owner = caller_owner()
+    return owner is None or (job_record.get("request") or {}).get("key_id") == owner
 
 
 def init_app(app: Flask) -> None:

@@ -15,7 +15,8 @@ keys = AppGroup("keys", help="Manage API keys (stored hashed in Redis).")
 @keys.command("create")
 @click.option("--name", required=True, help="Who or what the key is for.")
 @click.option("--rate-limit", default=None, help='This key\'s own limit, e.g. "10/minute" (default RATE_LIMIT).')
-def create_key(name: str, rate_limit: str | None) -> None:
+@click.option("--admin", is_flag=True, help="The key may see and cancel every job (others: only their own).")
+def create_key(name: str, rate_limit: str | None, admin: bool) -> None:
     """Create a key and print it once; only its hash is kept."""
     if rate_limit:
         from limits import parse_many
@@ -24,8 +25,9 @@ def create_key(name: str, rate_limit: str | None) -> None:
             parse_many(rate_limit)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--rate-limit") from exc
-    key, record = key_store().create(name, rate_limit)
-    click.echo(f"created key {record['id']} ({name}); store it now, it is not shown again:")
+    key, record = key_store().create(name, rate_limit, admin)
+    role = "admin key" if admin else "key"
+    click.echo(f"created {role} {record['id']} ({name}); store it now, it is not shown again:")
     click.echo(key)
 
 
@@ -34,7 +36,8 @@ def list_keys() -> None:
     """List keys: id, name, creation time and own rate limit (never the key)."""
     for record in key_store().list():
         created = datetime.fromtimestamp(record["created_at"], timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
-        click.echo(f"{record['id']}  {created}  {record.get('rate_limit') or '-':<12}  {record['name']}")
+        role = "admin" if record.get("admin") else "-"
+        click.echo(f"{record['id']}  {created}  {record.get('rate_limit') or '-':<12}  {role:<5}  {record['name']}")
 
 
 @keys.command("revoke")

@@ -7,6 +7,7 @@ from flask import Blueprint, jsonify, request, url_for
 from marshmallow import Schema
 
 from jobs import control
+from webapp.apikeys import may_see
 from webapp.context import web
 from webapp.errors import APIError
 from webapp.schemas import JobRequestSchema
@@ -59,9 +60,9 @@ def create_job():
 
 
 def existing_job(job_id: str) -> dict:
-    """The job's record, or a 404."""
+    """The job's record, or a 404: also for a job another key created (its existence stays hidden)."""
     record = web().store.get(job_id) if JOB_ID.match(job_id) else None
-    if record is None:
+    if record is None or not may_see(record):
         raise APIError(404, "not_found", f"no job {job_id}")
     return record
 

@@ -5,6 +5,7 @@ from flask import Blueprint, jsonify, request
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from jobs.recent import recent_jobs
+from webapp.apikeys import caller_owner
 from webapp.context import web
 from webapp.submission import job_view
 
@@ -29,4 +30,5 @@ def _summary(record: dict) -> dict:
 @bp.get("/v1/jobs")
 def list_recent_jobs():
     limit = RecentJobsQuery().load(request.args)["limit"]
-    return jsonify({"jobs": [_summary(record) for record in recent_jobs(web().store, limit)]})
+    records = recent_jobs(web().store, limit, owner=caller_owner())
+    return jsonify({"jobs": [_summary(record) for record in records]})

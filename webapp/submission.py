@@ -46,7 +46,7 @@ def _record(context: WebContext, job_id: str, job: dict, **fields) -> dict:
     """Create the job record and list it among the recent jobs, in one round trip to Redis."""
     pipe = context.store.redis.pipeline()
     record = context.store.create(job_id, job, pipe=pipe, **fields)
-    remember_job(context.store, job_id, context.settings.recent_jobs_max, pipe)
+    remember_job(context.store, job_id, context.settings.recent_jobs_max, pipe, owner=job.get("key_id"))
     pipe.execute()
     return record
 

@@ -1,0 +1,84 @@
+"""Jobs are scoped to the key that created them: with API keys on, every job route answers 404 for
+another key's job, the recent list shows the caller's own, and an admin key sees everything."""
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from helpers import app_with, job_store
+from jobs.recent import remember_job
+from jobs.status import JobStatus
+from webapp.apikeys import ApiKeyStore
+
+
+@pytest.fixture(scope="module")
+def tenants():
+    """A client with keys required, and bearer headers for tenants A and B and an admin."""
+    keys = ApiKeyStore(job_store().redis)
+    headers = {name: {"Authorization": f"Bearer {keys.create(f'tenant {name}', admin=name == 'admin')[0]}"}
+               for name in ("a", "b", "admin")}
+    key_ids = {name: keys.lookup(header["Authorization"].split()[1])["id"] for name, header in headers.items()}
+    return app_with(api_keys_required=True).test_client(), headers, key_ids
+
+
+def job_of(key_id: str, status: JobStatus = JobStatus.SUCCEEDED) -> str:
+    """A finished job created with `key_id`, listed among the recent jobs as the web app lists one."""
+    job_id = uuid.uuid4().hex
+    fields = {"status": status.value, "finished_at": time.time(), "result": {"response": "secret answer"}}
+    job_store().create(job_id, {"prompt": "a secret prompt", "max_tokens": 4, "key_id": key_id}, **fields)
+    remember_job(job_store(), job_id, 100, owner=key_id)
+    return job_id
+
+
+ROUTES = [("get", "/v1/jobs/{id}"), ("get", "/v1/jobs/{id}/stream"), ("delete", "/v1/jobs/{id}")]
+
+
+@pytest.mark.parametrize("method,route", ROUTES)
+def test_another_keys_job_is_not_found_on_every_job_route(tenants, method, route):
+    client, headers, key_ids = tenants
+    job_id = job_of(key_ids["a"], JobStatus.GENERATING)
+    response = getattr(client, method)(route.format(id=job_id), headers=headers["b"])
+    assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_found"
+    assert job_store().get(job_id)["status"] == "generating", "B's request changed A's job"
+
+
+@pytest.mark.parametrize("method,route", ROUTES)
+def test_the_owner_and_an_admin_reach_the_job(tenants, method, route):
+    client, headers, key_ids = tenants
+    for caller in ("a", "admin"):
+        job_id = job_of(key_ids["a"], JobStatus.GENERATING if method == "delete" else JobStatus.SUCCEEDED)
+        response = getattr(client, method)(route.format(id=job_id), headers=headers[caller])
+        body = response.get_data(as_text=True)  # a stream is read to its end (the job has ended)
+        assert response.status_code == 200, (caller, body)
+
+
+def test_every_job_route_refuses_a_missing_key(tenants):
+    client, _, key_ids = tenants
+    job_id = job_of(key_ids["a"])
+    for method, route in ROUTES + [("get", "/v1/jobs")]:
+        assert getattr(client, method)(route.format(id=job_id)).status_code == 401
+
+
+def test_the_recent_list_shows_the_callers_own_jobs(tenants):
+    client, headers, key_ids = tenants
+    mine, theirs = job_of(key_ids["a"]), job_of(key_ids["b"])
+    listed = {name: [job["id"] for job in client.get("/v1/jobs?limit=100", headers=headers[name]).get_json()["jobs"]]
+              for name in ("a", "b", "admin")}
+    assert mine in listed["a"] and theirs not in listed["a"]
+    assert theirs in listed["b"] and mine not in listed["b"]
+    assert {mine, theirs} <= set(listed["admin"])
+
+
+def test_a_submitted_job_belongs_to_its_key(tenants):
+    client, headers, _ = tenants
+    created = client.post("/v1/jobs", json={"prompt": "whose job is this?", "max_tokens": 2, "cache": False},
+                          headers=headers["a"])
+    assert created.status_code == 202
+    job_id = created.get_json()["id"]
+    try:
+        assert client.get(f"/v1/jobs/{job_id}", headers=headers["b"]).status_code == 404
+        assert job_id in [job["id"] for job in client.get("/v1/jobs", headers=headers["a"]).get_json()["jobs"]]
+    finally:  # no worker runs in this layer: the job must not wait in the queue for a later one
+        assert client.delete(f"/v1/jobs/{job_id}", headers=headers["a"]).status_code == 200
