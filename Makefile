@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 export VENV
 export PORT ?= 8000
 export FLOWER_PORT ?= 5555
+export FLOWER_HOST ?= 127.0.0.1
 export HOST ?= 127.0.0.1
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 export RUN_DIR ?= .run
@@ -58,7 +59,7 @@ models: install
 run: models
 	@mkdir -p $(RUN_DIR)
 	@deploy/ensure-redis.sh
-	@echo "web app http://$(HOST):$(PORT)  flower http://$(HOST):$(FLOWER_PORT)  metrics: make stats  (Ctrl-C stops everything)"
+	@echo "web app http://$(HOST):$(PORT)  flower http://$(FLOWER_HOST):$(FLOWER_PORT)  metrics: make stats  (Ctrl-C stops everything)"
 	$(VENV)/bin/supervisord --configuration deploy/supervisord.conf
 
 ## Debian's Chromium and its driver for the playground's browser test (installing needs root).

@@ -23,8 +23,8 @@ FALSE_WORDS = ("0", "false", "no", "off")
 
 # Read by the process manager and tools, not by the platform's Python processes.
 OUTSIDE_SETTINGS = frozenset({
-    "HOST", "PORT", "WEB_WORKERS", "RUN_DIR", "ROUTING_CONCURRENCY", "SMALL_CONCURRENCY", "LARGE_CONCURRENCY",
-    "FLOWER_PORT", "FLOWER_BASIC_AUTH", "LLAMACPP", "LLAMACPP_WHEELS", "STATSD_BIND", "TEST_REDIS_URL",
+    "PORT", "WEB_WORKERS", "RUN_DIR", "ROUTING_CONCURRENCY", "SMALL_CONCURRENCY", "LARGE_CONCURRENCY",
+    "FLOWER_PORT", "REDIS_MAXMEMORY", "LLAMACPP", "LLAMACPP_WHEELS", "STATSD_BIND", "TEST_REDIS_URL",
     "LOADTEST_MAX_FAIL_RATIO", "LOADTEST_THINK_MIN_S", "LOADTEST_THINK_MAX_S", "LOADTEST_SEED", "LOADTEST_POLL_S",
     "LOADTEST_JOB_TIMEOUT_S", "BENCH_PORT", "BENCH_MLX_PORT", "BENCH_REDIS_URL",
 })
@@ -44,9 +44,13 @@ class Settings:
     prompt_max_tokens: int = 2048
     max_tokens_limit: int = 1024
     api_keys_required: bool = False
+    host: str = "127.0.0.1"  # where the web app listens (gunicorn's bind, set by make run)
+    allow_open_access: bool = False  # keys off on a non-loopback HOST is refused unless this is set
     max_body_bytes: int = 64 * 1024
     rate_limit: str = "60/minute"
     flower_url: str = "http://127.0.0.1:5555"
+    flower_host: str = "127.0.0.1"
+    flower_basic_auth: str = ""  # user:password[,user2:password2]; required off loopback
     metrics_url: str = ""
     queue_max_depth: int = 100
     routing_max_depth: Optional[int] = None
@@ -152,6 +156,18 @@ class Settings:
     def replace(self, **changes) -> "Settings":
         """A copy with some fields changed (tests and tools)."""
         return dataclasses.replace(self, **changes)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name or a wildcard such as 0.0.0.0 resolves beyond this machine
 
 
 def environment_names() -> frozenset[str]:

@@ -11,9 +11,14 @@ if ! command -v redis-server >/dev/null; then
 fi
 port=$("$py" -c "import sys,urllib.parse as u; print(u.urlparse(sys.argv[1]).port or 6379)" "$url")
 mkdir -p "${RUN_DIR:-.run}"
+run_dir=$(cd "${RUN_DIR:-.run}" && pwd)
 echo "starting redis-server on port $port"
-redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
-  --dir "${RUN_DIR:-.run}" --logfile "$(pwd)/${RUN_DIR:-.run}/redis.log"
+# Bounded memory that is never evicted (the queues and job records live here: a full Redis refuses
+# writes, and the web app answers 503, rather than dropping queued jobs), and an append-only file,
+# so a restart keeps what was queued.
+redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" \
+  --maxmemory "${REDIS_MAXMEMORY:-1gb}" --maxmemory-policy noeviction --appendonly yes --appendfsync everysec \
+  --dir "$run_dir" --logfile "$run_dir/redis.log"
 for _ in $(seq 50); do ping && exit 0; sleep 0.1; done
-echo "redis-server did not answer on port $port; see ${RUN_DIR:-.run}/redis.log"
+echo "redis-server did not answer on port $port; see $run_dir/redis.log"
 exit 1

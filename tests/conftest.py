@@ -17,6 +17,7 @@ TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 # Set before any project module reads its configuration.
 os.environ["REDIS_URL"] = TEST_REDIS_URL
+os.environ["HOST"] = "127.0.0.1"  # the tests serve on loopback, whatever the shell's HOST says
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # StatsD metrics of the app and the workers go to a UDP port of this session (tests/test_metrics.py listens).

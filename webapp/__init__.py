@@ -6,14 +6,24 @@ from typing import Optional
 from flask import Flask
 
 from monitoring.flask_hooks import register_request_metrics
-from settings import Settings, get_settings
+from settings import Settings, get_settings, is_loopback
 from webapp.context import EXTENSION, WebContext
 from webapp.errors import register_error_handlers
+
+
+def refuse_open_access(settings: Settings) -> None:
+    """Stop at start rather than serve every job to anyone: API keys off on an address other machines
+    reach is refused unless ALLOW_OPEN_ACCESS says so."""
+    if not settings.api_keys_required and not is_loopback(settings.host) and not settings.allow_open_access:
+        raise ValueError(f"HOST={settings.host} is reachable from other machines but API keys are off: anyone "
+                         "could submit, read and cancel jobs. Set API_KEYS_REQUIRED=1 (and create keys with "
+                         "`flask keys create`), or ALLOW_OPEN_ACCESS=1 to serve without keys on purpose.")
 
 
 def create_app(settings: Optional[Settings] = None, test_config: Optional[dict] = None) -> Flask:
     """App factory: `settings` (default: this process's) configure everything; `test_config` is Flask's own."""
     settings = settings or get_settings()
+    refuse_open_access(settings)
     app = Flask(__name__)
     app.config.from_mapping(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
     if test_config:
