@@ -82,3 +82,37 @@ def test_a_submitted_job_belongs_to_its_key(tenants):
         assert job_id in [job["id"] for job in client.get("/v1/jobs", headers=headers["a"]).get_json()["jobs"]]
     finally:  # no worker runs in this layer: the job must not wait in the queue for a later one
         assert client.delete(f"/v1/jobs/{job_id}", headers=headers["a"]).status_code == 200
+
+
+def limited_key(**limits) -> dict:
+    key, _ = ApiKeyStore(job_store().redis).create("limited tenant", **limits)
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_a_key_past_its_cap_of_jobs_in_flight_gets_429_until_one_ends(tenants):
+    client, _, _ = tenants
+    headers = limited_key(max_in_flight=2)
+    body = {"prompt": "count me", "max_tokens": 2, "cache": False}
+    first, second = (client.post("/v1/jobs", json=body, headers=headers).get_json()["id"] for _ in range(2))
+    try:
+        refused = client.post("/v1/jobs", json=body, headers=headers)
+        assert refused.status_code == 429 and refused.get_json()["error"]["code"] == "too_many_jobs"
+        assert int(refused.headers["Retry-After"]) > 0
+        assert client.delete(f"/v1/jobs/{first}", headers=headers).status_code == 200  # one ends
+        third = client.post("/v1/jobs", json=body, headers=headers)
+        assert third.status_code == 202
+        assert client.delete(f"/v1/jobs/{third.get_json()['id']}", headers=headers).status_code == 200
+    finally:
+        client.delete(f"/v1/jobs/{second}", headers=headers)
+
+
+def test_a_key_runs_its_jobs_at_its_priority_ceiling_at_most(tenants):
+    client, _, _ = tenants
+    headers = limited_key(max_priority=3)
+    created = client.post("/v1/jobs", json={"prompt": "urgent!", "max_tokens": 2, "priority": 9, "cache": False},
+                          headers=headers)
+    job_id = created.get_json()["id"]
+    try:
+        assert job_store().get(job_id)["request"]["priority"] == 3
+    finally:
+        client.delete(f"/v1/jobs/{job_id}", headers=headers)

@@ -34,14 +34,16 @@ class ApiKeyStore:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
 
-    def create(self, name: str, rate_limit: Optional[str] = None, admin: bool = False) -> tuple[str, dict]:
+    def create(self, name: str, rate_limit: Optional[str] = None, admin: bool = False,
+               max_in_flight: Optional[int] = None, max_priority: Optional[int] = None) -> tuple[str, dict]:
         """A new key and its record; the key is not stored and cannot be shown again.
 
         An admin key may see and cancel every job; any other key only the jobs it created.
+        `max_in_flight` caps the key's jobs that have not ended; `max_priority` is its priority ceiling.
         """
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         record = {"id": secrets.token_hex(4), "name": name, "created_at": time.time(), "rate_limit": rate_limit,
-                  "admin": admin}
+                  "admin": admin, "max_in_flight": max_in_flight, "max_priority": max_priority}
         self.redis.hset(KEYS_HASH, _digest(key), json.dumps(record))
         return key, record
 

@@ -16,7 +16,12 @@ keys = AppGroup("keys", help="Manage API keys (stored hashed in Redis).")
 @click.option("--name", required=True, help="Who or what the key is for.")
 @click.option("--rate-limit", default=None, help='This key\'s own limit, e.g. "10/minute" (default RATE_LIMIT).')
 @click.option("--admin", is_flag=True, help="The key may see and cancel every job (others: only their own).")
-def create_key(name: str, rate_limit: str | None, admin: bool) -> None:
+@click.option("--max-in-flight", type=click.IntRange(min=1), default=None,
+              help="Most of this key's jobs that may be unfinished at once (past it: 429).")
+@click.option("--max-priority", type=click.IntRange(0, 9), default=None,
+              help="This key's priority ceiling: its jobs run at this priority at most.")
+def create_key(name: str, rate_limit: str | None, admin: bool, max_in_flight: int | None,
+               max_priority: int | None) -> None:
     """Create a key and print it once; only its hash is kept."""
     if rate_limit:
         from limits import parse_many
@@ -25,7 +30,7 @@ def create_key(name: str, rate_limit: str | None, admin: bool) -> None:
             parse_many(rate_limit)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--rate-limit") from exc
-    key, record = key_store().create(name, rate_limit, admin)
+    key, record = key_store().create(name, rate_limit, admin, max_in_flight, max_priority)
     role = "admin key" if admin else "key"
     click.echo(f"created {role} {record['id']} ({name}); store it now, it is not shown again:")
     click.echo(key)

@@ -12,12 +12,15 @@ from flask import current_app, g, has_request_context
 
 from cache.entries import cached_result, finished_fields
 from jobs import redis_client
+from jobs.owners import in_flight, track_in_flight
+from jobs.queues import DEFAULT_PRIORITY
 from jobs.recent import remember_job
 from jobs.status import is_final
 from jobs.store import JobStore
 from jobs.follow import StreamHub, follow_job
 from webapp.backpressure import ensure_capacity
 from webapp.context import WebContext, web
+from webapp.errors import APIError
 
 
 def submit_job(job: dict) -> dict:
@@ -26,14 +29,15 @@ def submit_job(job: dict) -> dict:
     An exact cache hit is answered here: the record comes back already succeeded, nothing queued.
     """
     context, job_id = web(), uuid.uuid4().hex
-    if g.get("api_key"):
-        job = {**job, "key_id": g.api_key["id"]}  # callers with different keys never share cached answers
+    key = g.get("api_key")
+    if key:
+        job = within_key_limits(context, key, job)
     cached = context.exact_cache.lookup(job)
     if cached is not None:
         now = time.time()
         return _record(context, job_id, job, **finished_fields(cached_result(cached, "exact", now, now), now))
     ensure_capacity(context, job)
-    record = _record(context, job_id, job)
+    record = _record(context, job_id, job, in_flight=True)
     try:
         context.broker.submit(job_id, job)
     except Exception:
@@ -42,11 +46,26 @@ def submit_job(job: dict) -> dict:
     return record
 
 
-def _record(context: WebContext, job_id: str, job: dict, **fields) -> dict:
-    """Create the job record and list it among the recent jobs, in one round trip to Redis."""
+def within_key_limits(context: WebContext, key: dict, job: dict) -> dict:
+    """The job as the caller's key may run it: owned by the key (callers with different keys never
+    share cached answers), at most at its priority ceiling; a 429 past its cap of jobs in flight."""
+    job = {**job, "key_id": key["id"]}
+    if key.get("max_priority") is not None:
+        job["priority"] = min(job.get("priority", DEFAULT_PRIORITY), key["max_priority"])
+    if key.get("max_in_flight") and in_flight(context.store, key["id"]) >= key["max_in_flight"]:
+        raise APIError(429, "too_many_jobs", f"this key has {key['max_in_flight']} unfinished jobs, its limit; "
+                       "retry when one ends", headers={"Retry-After": str(context.settings.queue_retry_after_s)})
+    return job
+
+
+def _record(context: WebContext, job_id: str, job: dict, in_flight: bool = False, **fields) -> dict:
+    """Create the job record and list it among the recent jobs (and, when it is queued, among its
+    key's jobs in flight), in one round trip to Redis."""
     pipe = context.store.redis.pipeline()
     record = context.store.create(job_id, job, pipe=pipe, **fields)
     remember_job(context.store, job_id, context.settings.recent_jobs_max, pipe, owner=job.get("key_id"))
+    if in_flight and job.get("key_id"):
+        track_in_flight(context.store, job["key_id"], job_id, pipe)
     pipe.execute()
     return record
 

@@ -1,0 +1,32 @@
+"""Jobs in flight per owner (the API key that created them), for per-key caps: a Redis set of job ids
+per owner, pruned of ended jobs when it is counted."""
+from __future__ import annotations
+
+from redis.client import Pipeline
+
+from jobs.status import is_final
+from jobs.store import JobStore, job_key
+
+
+def _key(owner: str) -> str:
+    return f"jobs:in-flight:{owner}"
+
+
+def track_in_flight(store: JobStore, owner: str, job_id: str, pipe: Pipeline) -> None:
+    """Count the job as in flight for `owner` (in `pipe`, with the job's record)."""
+    pipe.sadd(_key(owner), job_id)
+    pipe.expire(_key(owner), store.ttl_s)
+
+
+def in_flight(store: JobStore, owner: str) -> int:
+    """How many of `owner`'s jobs have not ended; ended or expired ones leave the set here."""
+    job_ids = [member.decode() for member in store.redis.smembers(_key(owner))]
+    if not job_ids:
+        return 0
+    pipe = store.redis.pipeline(transaction=False)
+    for job_id in job_ids:
+        pipe.hget(job_key(job_id), "status")
+    ended = [job_id for job_id, status in zip(job_ids, pipe.execute()) if status is None or is_final(status.decode())]
+    if ended:
+        store.redis.srem(_key(owner), *ended)
+    return len(job_ids) - len(ended)
