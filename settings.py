@@ -48,6 +48,7 @@ class Settings:
     allow_open_access: bool = False  # keys off on a non-loopback HOST is refused unless this is set
     max_body_bytes: int = 64 * 1024
     rate_limit: str = "60/minute"
+    read_rate_limit: str = "600/minute"  # GETs and cancels per key (polling has a budget of its own)
     flower_url: str = "http://127.0.0.1:5555"
     flower_host: str = "127.0.0.1"
     flower_basic_auth: str = ""  # user:password[,user2:password2]; required off loopback

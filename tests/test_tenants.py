@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from helpers import app_with, job_store
+from jobs import control
 from jobs.recent import remember_job
 from jobs.status import JobStatus
 from webapp.apikeys import ApiKeyStore
@@ -116,3 +117,18 @@ def test_a_key_runs_its_jobs_at_its_priority_ceiling_at_most(tenants):
         assert job_store().get(job_id)["request"]["priority"] == 3
     finally:
         client.delete(f"/v1/jobs/{job_id}", headers=headers)
+
+
+def test_reads_have_a_rate_limit_of_their_own():
+    """GETs and cancels count against READ_RATE_LIMIT, not against the submission budget."""
+    client = app_with(api_keys_required=True, read_rate_limit="3/minute", rate_limit="100/minute").test_client()
+    headers = limited_key()
+    job_id = job_of(ApiKeyStore(job_store().redis).lookup(headers["Authorization"].split()[1])["id"])
+    codes = [client.get(f"/v1/jobs/{job_id}", headers=headers).status_code for _ in range(3)]
+    refused = client.get("/v1/jobs", headers=headers)
+    assert codes == [200] * 3
+    assert refused.status_code == 429 and refused.get_json()["error"]["code"] == "rate_limited"
+    submitted = client.post("/v1/jobs", json={"prompt": "still mine", "max_tokens": 2, "cache": False},
+                            headers=headers)
+    assert submitted.status_code == 202, "the read budget is apart from the submission budget"
+    control.cancel_job(job_store(), submitted.get_json()["id"])  # no worker runs in this layer

@@ -34,7 +34,9 @@ def create_app(settings: Optional[Settings] = None, test_config: Optional[dict] 
     from webapp import apikeys, cli, health, jobs, openai_api, openapi, playground, ratelimit, recent, stream
 
     apikeys.init_app(app)  # before the limiter: it counts per key
-    ratelimit.init_app(app, settings, jobs.bp, openai_api.bp)  # every route that queues a job
+    # Every route that queues a job shares one budget; every route that reads or cancels, another.
+    ratelimit.init_app(app, settings, submissions=(jobs.bp, openai_api.bp),
+                       reads=(jobs.bp, stream.bp, recent.bp, openai_api.bp))
     for blueprint in (jobs.bp, health.bp, stream.bp, recent.bp, openai_api.bp, playground.bp, openapi.bp):
         app.register_blueprint(blueprint)
     cli.init_app(app)

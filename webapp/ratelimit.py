@@ -1,4 +1,5 @@
-"""Per-key rate limits on job submissions, counted in Redis by Flask-Limiter (429 past the limit)."""
+"""Per-key rate limits, counted in Redis by Flask-Limiter (429 past the limit): one budget for the
+routes that queue jobs, one for those that read or cancel them."""
 from __future__ import annotations
 
 from flask import Blueprint, Flask, g
@@ -18,8 +19,11 @@ def _limit_for_caller() -> str:
     return g.get("api_key", {}).get("rate_limit") or web().settings.rate_limit
 
 
-def init_app(app: Flask, settings: Settings, *submissions: Blueprint) -> Limiter:
-    """Limit the POST endpoints of the `submissions` blueprints, one shared budget per API key.
+def init_app(app: Flask, settings: Settings, submissions: tuple[Blueprint, ...],
+             reads: tuple[Blueprint, ...]) -> Limiter:
+    """Limit the POST endpoints of `submissions` to one shared budget per API key (`RATE_LIMIT` or the
+    key's own), and the GET and DELETE endpoints of `reads` to another (`READ_RATE_LIMIT`: polling
+    a job costs a request each time, so it gets a budget of its own).
 
     Without API keys there is no caller to count for (behind a proxy every client has its
     address), so nothing is limited then.
@@ -35,8 +39,12 @@ def init_app(app: Flask, settings: Settings, *submissions: Blueprint) -> Limiter
         headers_enabled=True,
         key_prefix="ratelimit",
     )
-    limit = limiter.shared_limit(_limit_for_caller, scope="submissions", methods=["POST"],
-                                 exempt_when=lambda: "api_key" not in g)
+    keyless = lambda: "api_key" not in g  # noqa: E731
+    submit = limiter.shared_limit(_limit_for_caller, scope="submissions", methods=["POST"], exempt_when=keyless)
+    read = limiter.shared_limit(lambda: web().settings.read_rate_limit, scope="reads", methods=["GET", "DELETE"],
+                                exempt_when=keyless)
     for blueprint in submissions:
-        limit(blueprint)
+        submit(blueprint)
+    for blueprint in reads:
+        read(blueprint)
     return limiter
