@@ -4,8 +4,8 @@ from jobs.queues import QUEUES, ROUTE_TASK, ROUTING_QUEUE, generation_task, tier
 from settings import TIERS, Settings
 
 
-def celery_config(settings: Settings) -> dict:
-    """Celery's settings for `settings` (the same for a worker and for the web app that publishes)."""
+def celery_config(settings: Settings, worker: bool = False) -> dict:
+    """Celery's settings for `settings`: a worker's (`worker`) or the web app's that publishes."""
     # One tasks module per queue keeps the routing obvious.
     task_routes = {"tasks.routing.*": {"queue": ROUTING_QUEUE},
                    **{f"tasks.{tier}.*": {"queue": tier_queue(tier)} for tier in TIERS}}
@@ -13,8 +13,8 @@ def celery_config(settings: Settings) -> dict:
     limits = settings.time_limits()
     stages = {ROUTE_TASK: "routing", **{generation_task(tier): tier for tier in TIERS}}
     # A web request gives up on Redis after REDIS_TIMEOUT_S, so an outage is a 503 within a second;
-    # workers wait WORKER_REDIS_TIMEOUT_S instead (tasks.lifecycle sets it when a worker starts).
-    timeout = settings.redis_timeout_s
+    # workers wait WORKER_REDIS_TIMEOUT_S instead: a slow moment must not fail a job.
+    timeout = settings.worker_redis_timeout_s if worker else settings.redis_timeout_s
     return {
         "broker_url": settings.redis_url,
         "result_backend": settings.redis_url,
@@ -35,8 +35,6 @@ def celery_config(settings: Settings) -> dict:
                              for name, stage in stages.items()},
         # A job delivered more often than this (it killed its worker each time) fails instead of looping.
         "max_deliveries": settings.max_deliveries,
-        "redis_timeout_s": timeout,
-        "worker_redis_timeout_s": settings.worker_redis_timeout_s,
         "redis_socket_timeout": timeout,
         "redis_socket_connect_timeout": timeout,
         "broker_connection_timeout": timeout,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 from jobs.status import JobStatus, is_final
 from jobs.store import JobStore
@@ -21,12 +20,11 @@ def cancel_requested(store: JobStore, job_id: str) -> bool:
     return bool(store.redis.exists(cancel_key(job_id)))
 
 
-def cancel_job(store: JobStore, job_id: str) -> Optional[dict]:
-    """Cancel a job that has not ended: a queued one never runs, a running one stops within one
-    decode step. Returns the record as it is afterwards (None when the job is unknown)."""
-    record = store.get(job_id)
-    if record is not None and not is_final(record["status"]):
-        request_cancel(store, job_id)
-        store.move(job_id, JobStatus.CANCELLED, finished_at=time.time())
-        record = store.get(job_id)
+def cancel_job(store: JobStore, record: dict) -> dict:
+    """Cancel the job of `record` if it has not ended: a queued one never runs, a running one stops
+    within one decode step. Returns the record as it is afterwards."""
+    if not is_final(record["status"]):
+        request_cancel(store, record["id"])
+        store.move(record["id"], JobStatus.CANCELLED, finished_at=time.time())
+        record = store.get(record["id"]) or record
     return record

@@ -18,7 +18,7 @@ def create_celery_app() -> Celery:
     settings = get_settings()
     keep_hub_offline(settings)  # before any model library is imported
     celery = Celery("llm_platform", include=["tasks.routing", "tasks.small", "tasks.large"])
-    celery.conf.update(celery_config(settings))
+    celery.conf.update(celery_config(settings, worker=True))
     lifecycle.connect_signals()
     celery_signals.connect_worker_signals(lambda: worker_context().store, settings.queue_depth_interval_s)
     return celery

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 
-from celery.signals import celeryd_init, task_failure, worker_ready, worker_shutdown
+from celery.signals import task_failure, worker_ready, worker_shutdown
 
 from engines.provider import get_engine, loaded_engine
 from jobs import presence
@@ -30,7 +30,6 @@ _beating: dict = {}  # worker name and the queues of its last beat
 def connect_signals() -> None:
     """Start-up: connect the handlers below and keep task results out of the log."""
     task_failure.connect(mark_job_failed)
-    celeryd_init.connect(use_worker_redis_timeouts)
     worker_ready.connect(warm_up)
     worker_ready.connect(start_housekeeping)
     worker_shutdown.connect(leave_presence)
@@ -43,14 +42,6 @@ def mark_job_failed(sender=None, task_id: str | None = None, exception: BaseExce
     if task_id:
         error = {"type": type(exception).__name__, "message": str(exception)[:500]}
         worker_context().store.move(task_id, JobStatus.FAILED, error=error, finished_at=time.time())
-
-
-def use_worker_redis_timeouts(conf=None, **_) -> None:
-    """Workers wait longer for Redis than web requests do: a slow moment must not fail a job."""
-    timeout = conf.worker_redis_timeout_s
-    conf.redis_socket_timeout = conf.redis_socket_connect_timeout = conf.broker_connection_timeout = timeout
-    conf.broker_transport_options = {**conf.broker_transport_options,
-                                     "socket_timeout": timeout, "socket_connect_timeout": timeout}
 
 
 def warm_up(sender=None, **_) -> None:

@@ -128,7 +128,7 @@ def test_final_event_and_final_record_are_written_in_one_step():
 def test_refused_final_move_writes_no_stream_entry():
     store = job_store()
     job_id = new_job(JobStatus.GENERATING)
-    control.cancel_job(store, job_id)
+    control.cancel_job(store, store.get(job_id))
     final = ("final", {"id": job_id, "status": "succeeded", "response": "late"})
     assert store.move(job_id, JobStatus.SUCCEEDED, event=final, result={"response": "late"}) is False
     assert stream_entries(job_id) == []
@@ -141,7 +141,7 @@ def test_refused_final_move_writes_no_stream_entry():
 def cancelled_job(**fields) -> tuple[str, dict]:
     """A job cancelled through jobs.control (as the DELETE endpoint does); returns it with its record."""
     job_id = new_job(JobStatus.QUEUED, **fields)
-    record = control.cancel_job(job_store(), job_id)
+    record = control.cancel_job(job_store(), job_store().get(job_id))
     assert record["status"] == "cancelled" and "finished_at" in record
     return job_id, record
 

@@ -131,4 +131,28 @@ def test_reads_have_a_rate_limit_of_their_own():
     submitted = client.post("/v1/jobs", json={"prompt": "still mine", "max_tokens": 2, "cache": False},
                             headers=headers)
     assert submitted.status_code == 202, "the read budget is apart from the submission budget"
-    control.cancel_job(job_store(), submitted.get_json()["id"])  # no worker runs in this layer
+    control.cancel_job(job_store(), job_store().get(submitted.get_json()["id"]))  # no worker runs in this layer
+
+
+def test_a_key_at_its_cap_still_gets_answers_from_the_cache(tenants):
+    """The cap counts jobs that need a worker: a cached answer is served to a key at its cap."""
+    from helpers import exact_cache
+    from webapp.schemas import JobRequestSchema
+
+    client, _, _ = tenants
+    headers = limited_key(max_in_flight=1)
+    key_id = ApiKeyStore(job_store().redis).lookup(headers["Authorization"].split()[1])["id"]
+    body = {"prompt": f"cached for {key_id}?", "max_tokens": 2}
+    routing = {"intent": "factual", "tier": "small", "score": 0.9, "rule": "matched"}
+    exact_cache().index.put(exact_cache().key({**JobRequestSchema().load(body), "key_id": key_id}),
+                            {"response": "Yes.", "model_used": "m", "tier": "small", "intent": "factual",
+                             "score": 0.9, "routing": routing, "tokens": 1, "finish_reason": "stop"})
+    running = client.post("/v1/jobs", json={"prompt": "keep me busy", "max_tokens": 2, "cache": False},
+                          headers=headers).get_json()["id"]
+    try:
+        assert client.post("/v1/jobs", json={"prompt": "anything else", "max_tokens": 2, "cache": False},
+                           headers=headers).status_code == 429
+        hit = client.post("/v1/jobs", json=body, headers=headers)
+        assert hit.status_code == 200 and hit.get_json()["result"]["response"] == "Yes."
+    finally:
+        client.delete(f"/v1/jobs/{running}", headers=headers)

@@ -9,6 +9,7 @@ from monitoring.flask_hooks import register_request_metrics
 from settings import Settings, get_settings, is_loopback
 from webapp.context import EXTENSION, WebContext
 from webapp.errors import register_error_handlers
+from webapp.submission import mark_request_start
 
 
 def refuse_open_access(settings: Settings) -> None:
@@ -40,6 +41,7 @@ def create_app(settings: Optional[Settings] = None, test_config: Optional[dict] 
     for blueprint in (jobs.bp, health.bp, stream.bp, recent.bp, openai_api.bp, playground.bp, openapi.bp):
         app.register_blueprint(blueprint)
     cli.init_app(app)
+    app.before_request(mark_request_start)  # every request's deadlines count from its start
     register_error_handlers(app)
     register_request_metrics(app)
     return app

@@ -25,6 +25,7 @@ class WebContext:
     broker: Broker
     exact_cache: ExactCache
     models: dict[str, str]
+    hub_store: JobStore  # the stream hub's own client: a busy request pool never starves it
 
     @classmethod
     def build(cls, settings: Settings) -> "WebContext":
@@ -33,7 +34,8 @@ class WebContext:
         # A bad engine setting (ENGINE_BACKEND, *_GGUF_TYPE, *_MODEL) stops the app here, with its message.
         models = served_models(settings)
         exact = ExactCache(store.redis, models, settings.exact_cache_ttl_s, settings.exact_cache_max_entries)
-        return cls(settings, store, Broker(settings), exact, models)
+        hub_store = JobStore(redis_client(settings.redis_url, settings.redis_timeout_s), settings.job_ttl_s)
+        return cls(settings, store, Broker(settings), exact, models, hub_store)
 
 
 def web() -> WebContext:

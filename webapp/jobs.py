@@ -75,10 +75,7 @@ def get_job(job_id: str):
 @bp.delete("/v1/jobs/<job_id>")
 def cancel_job(job_id: str):
     """Cancel a job: a queued one never runs, a running one stops within one decode step."""
-    existing_job(job_id)
-    record = control.cancel_job(web().store, job_id)
-    if record is None:
-        raise APIError(404, "not_found", f"no job {job_id}")
+    record = control.cancel_job(web().store, existing_job(job_id))
     if record["status"] != "cancelled":
         raise APIError(409, "conflict", f"job {job_id} already {record['status']}", job_status=record["status"])
     return jsonify(job_view(record))

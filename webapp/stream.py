@@ -13,12 +13,10 @@ from jobs.follow import follow_job
 from jobs.streams import StreamEvent
 from webapp.context import web
 from webapp.jobs import existing_job
-from webapp.submission import mark_request_start, request_deadline, stream_hub
+from webapp.submission import request_deadline, stream_hub
 
 log = logging.getLogger(__name__)
 bp = Blueprint("stream", __name__)
-# Every request's deadlines count from its start (webapp.submission.request_deadline).
-bp.before_app_request(mark_request_start)
 STREAM_ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 ENTRY_ID_PART_MAX = 2**64 - 1  # Redis refuses larger parts ("Invalid stream ID")
 

@@ -1,22 +1,18 @@
 """Submitting jobs to the routing queue and waiting for them; shared by every endpoint."""
 from __future__ import annotations
 
-import os
-import threading
 import time
 import uuid
 from datetime import datetime, timezone
 from typing import Optional
 
-from flask import current_app, g, has_request_context
+from flask import g, has_request_context
 
 from cache.entries import cached_result, finished_fields
-from jobs import redis_client
 from jobs.owners import in_flight, track_in_flight
 from jobs.queues import DEFAULT_PRIORITY
 from jobs.recent import remember_job
 from jobs.status import is_final
-from jobs.store import JobStore
 from jobs.follow import StreamHub, follow_job
 from webapp.backpressure import ensure_capacity
 from webapp.context import WebContext, web
@@ -31,11 +27,13 @@ def submit_job(job: dict) -> dict:
     context, job_id = web(), uuid.uuid4().hex
     key = g.get("api_key")
     if key:
-        job = within_key_limits(context, key, job)
+        job = as_key_runs_it(key, job)
     cached = context.exact_cache.lookup(job)
     if cached is not None:
         now = time.time()
         return _record(context, job_id, job, **finished_fields(cached_result(cached, "exact", now, now), now))
+    if key:
+        ensure_key_capacity(context, key)
     ensure_capacity(context, job)
     record = _record(context, job_id, job, in_flight=True)
     try:
@@ -46,16 +44,21 @@ def submit_job(job: dict) -> dict:
     return record
 
 
-def within_key_limits(context: WebContext, key: dict, job: dict) -> dict:
+def as_key_runs_it(key: dict, job: dict) -> dict:
     """The job as the caller's key may run it: owned by the key (callers with different keys never
-    share cached answers), at most at its priority ceiling; a 429 past its cap of jobs in flight."""
+    share cached answers), at most at its priority ceiling."""
     job = {**job, "key_id": key["id"]}
     if key.get("max_priority") is not None:
         job["priority"] = min(job.get("priority", DEFAULT_PRIORITY), key["max_priority"])
+    return job
+
+
+def ensure_key_capacity(context: WebContext, key: dict) -> None:
+    """A 429 when the key has its cap of unfinished jobs (checked only for jobs that will queue: a
+    cache answer needs no worker, and costs no Redis round trip here)."""
     if key.get("max_in_flight") and in_flight(context.store, key["id"]) >= key["max_in_flight"]:
         raise APIError(429, "too_many_jobs", f"this key has {key['max_in_flight']} unfinished jobs, its limit; "
                        "retry when one ends", headers={"Retry-After": str(context.settings.queue_retry_after_s)})
-    return job
 
 
 def _record(context: WebContext, job_id: str, job: dict, in_flight: bool = False, **fields) -> dict:
@@ -70,23 +73,13 @@ def _record(context: WebContext, job_id: str, job: dict, in_flight: bool = False
     return record
 
 
-HUB_EXTENSION = "llm_platform.stream_hub"
-_hub_lock = threading.Lock()
-
-
 def stream_hub() -> StreamHub:
-    """The app's stream hub in this process: every followed job is read by it, on a Redis client of its own."""
-    with _hub_lock:
-        hub = current_app.extensions.get(HUB_EXTENSION)
-        if hub is None or hub.pid != os.getpid():
-            settings = web().settings
-            store = JobStore(redis_client(settings.redis_url, settings.redis_timeout_s), settings.job_ttl_s)
-            hub = current_app.extensions[HUB_EXTENSION] = StreamHub(store)
-        return hub
+    """The process's stream hub for this app: every followed job is read by it, on a Redis client of its own."""
+    return StreamHub.for_store(web().hub_store)
 
 
 def mark_request_start() -> None:
-    """Stamp the request's start (a `before_app_request` hook): its deadlines count from here."""
+    """Stamp the request's start (a `before_request` hook of the app): its deadlines count from here."""
     g.request_start = time.monotonic()
 
 
