@@ -49,6 +49,13 @@ def app_with(**changes):
     return create_app(get_settings().replace(**changes), {"TESTING": True})
 
 
+def new_api_key(name: str, **options) -> tuple[str, dict]:
+    """A new API key (and its record) in the store the test apps use; `options` as `flask keys create` takes them."""
+    from webapp.apikeys import ApiKeyStore
+
+    return ApiKeyStore(job_store().redis).create(name, **options)
+
+
 @functools.lru_cache(maxsize=None)
 def broker():
     """The web app's broker: Celery's client side, as the web app uses it."""
