@@ -12,6 +12,7 @@ export FLOWER_HOST ?= 127.0.0.1
 export HOST ?= 127.0.0.1
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 export RUN_DIR ?= .run
+export DATABASE_URL ?= sqlite:///$(abspath $(RUN_DIR))/platform.db
 export ROUTING_CONCURRENCY ?= 4
 export SMALL_CONCURRENCY ?= 8
 export LARGE_CONCURRENCY ?= 8
@@ -59,6 +60,7 @@ models: install
 run: models
 	@mkdir -p $(RUN_DIR)
 	@deploy/ensure-redis.sh
+	@$(PY) -m tenants.database
 	@echo "web app http://$(HOST):$(PORT)  flower http://$(FLOWER_HOST):$(FLOWER_PORT)  metrics: make stats  (Ctrl-C stops everything)"
 	$(VENV)/bin/supervisord --configuration deploy/supervisord.conf
 

@@ -27,6 +27,7 @@ OUTSIDE_SETTINGS = frozenset({
     "FLOWER_PORT", "REDIS_MAXMEMORY", "LLAMACPP", "LLAMACPP_WHEELS", "STATSD_BIND", "TEST_REDIS_URL",
     "LOADTEST_MAX_FAIL_RATIO", "LOADTEST_THINK_MIN_S", "LOADTEST_THINK_MAX_S", "LOADTEST_SEED", "LOADTEST_POLL_S",
     "LOADTEST_JOB_TIMEOUT_S", "BENCH_PORT", "BENCH_MLX_PORT", "BENCH_REDIS_URL",
+    "TEST_DATABASE_URL",
 })
 
 
@@ -61,6 +62,11 @@ class Settings:
     stream_timeout_s: float = 600.0
     stream_heartbeat_s: float = 10.0
     recent_jobs_max: int = 100
+    # Tenants: keys, usage and budgets in SQL (default: SQLite in the run directory)
+    database_url: str = ""
+    api_key_cache_s: int = 300
+    usage_flush_s: float = 2.0  # 0: this process never writes usage through (another one does)
+    fair_share: bool = True  # a key's jobs beyond one batch of slots queue behind other keys' jobs
     # Jobs and delivery
     job_ttl_s: int = 24 * 3600
     routing_time_limit_s: float = 60.0
@@ -115,15 +121,19 @@ class Settings:
 
     def __post_init__(self) -> None:
         for name in ("prompt_max_chars", "prompt_max_tokens", "max_tokens_limit", "job_ttl_s", "max_deliveries",
-                     "engine_max_batch", "embedding_threads", "embedding_max_batch", "recent_jobs_max"):
+                     "engine_max_batch", "embedding_threads", "embedding_max_batch", "recent_jobs_max",
+                     "api_key_cache_s"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.upper()} must be at least 1, not {getattr(self, name)}")
         # Waits and poll intervals: zero would make a loop spin (heartbeats, cancel polls, presence).
         for name in ("redis_timeout_s", "worker_redis_timeout_s", "wait_timeout_s", "stream_timeout_s",
                      "stream_heartbeat_s", "cancel_poll_s", "worker_heartbeat_s", "engine_stall_s",
-                     "queue_depth_interval_s", "unacked_restore_interval_s", *(f"{s}_time_limit_s" for s in STAGES)):
+                     "queue_depth_interval_s", "unacked_restore_interval_s",
+                     *(f"{s}_time_limit_s" for s in STAGES)):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name.upper()} must be above 0, not {getattr(self, name)}")
+        if self.usage_flush_s < 0:
+            raise ValueError(f"USAGE_FLUSH_S must be 0 (off) or above, not {self.usage_flush_s}")
         if self.visibility_timeout() <= max(self.time_limits().values()):
             raise ValueError(f"VISIBILITY_TIMEOUT_S={self.visibility_timeout()} must exceed the longest time limit "
                              f"{max(self.time_limits().values()):g}s, or running jobs would be delivered twice")
@@ -149,6 +159,10 @@ class Settings:
         if tier not in TIERS:
             raise ValueError(f"unknown tier {tier!r}")
         return getattr(self, f"{tier}_{name}").strip()
+
+    def database(self) -> str:
+        """The SQL database's URL: DATABASE_URL, else SQLite in the run directory (.run/platform.db)."""
+        return self.database_url.strip() or f"sqlite:///{ROOT / '.run' / 'platform.db'}"
 
     def models_path(self) -> Path:
         """Where prepared models and the embedding graph are kept (MODELS_DIR, default .models/)."""

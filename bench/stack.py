@@ -67,8 +67,9 @@ def mlx_server(model_path: str, port: int, decode_concurrency: int, log: Path) -
 
 
 @contextlib.contextmanager
-def platform(port: int, redis_url: str, concurrency: int, log: Path) -> Iterator[str]:
-    """The whole stack as `make run` starts it (deploy/supervisord.conf), with its own port and Redis DB."""
+def platform(port: int, redis_url: str, concurrency: int, log: Path, **env_changes: str) -> Iterator[str]:
+    """The whole stack as `make run` starts it (deploy/supervisord.conf), with its own port, Redis DB and
+    SQLite database (in its run directory); `env_changes` set more of its environment."""
     import redis
 
     redis.Redis.from_url(redis_url).flushdb()
@@ -79,7 +80,11 @@ def platform(port: int, redis_url: str, concurrency: int, log: Path) -> Iterator
         "FLOWER_PORT": str(port + 2), "REDIS_URL": redis_url, "WEB_WORKERS": "2",
         "ROUTING_CONCURRENCY": "4", "SMALL_CONCURRENCY": str(concurrency), "LARGE_CONCURRENCY": str(concurrency),
         "WAIT_TIMEOUT_S": "900", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+        "DATABASE_URL": f"sqlite:///{run_dir / 'platform.db'}", **env_changes,
     }
+    from tenants.database import upgrade
+
+    upgrade(env["DATABASE_URL"])
     cmd = [f"{env['VENV']}/bin/supervisord", "--configuration", str(ROOT / "deploy" / "supervisord.conf")]
     url = f"http://127.0.0.1:{port}"
     with open(log, "ab") as out:

@@ -36,3 +36,17 @@ def cached_result(entry: dict, kind: str, created_at: float, finished_at: float,
 def finished_fields(result: dict, finished_at: float) -> dict:
     """The job record fields of a job answered from the cache."""
     return {"status": "succeeded", "routing": result["routing"], "result": result, "finished_at": finished_at}
+
+
+def pointer_fields(result: dict, entry_key: str, finished_at: float) -> dict:
+    """The record fields of an exact hit: the job's own few fields, and a pointer to the entry for the
+    answer itself (`jobs.store` reads it through), so a repeated request costs a few hundred bytes."""
+    own = {field: result[field] for field in result if field not in ANSWER_FIELDS}
+    return {**finished_fields(result, finished_at), "result": own,
+            "result_ref": {"key": entry_key, "fields": list(ANSWER_FIELDS)}}
+
+
+def pointer_request(job: dict, preview_chars: int) -> dict:
+    """What the record of an exact hit keeps of its request: its owner and the prompt's start (the
+    recent list shows it); the rest is in the cache entry."""
+    return {"key_id": job.get("key_id"), "prompt": str(job.get("prompt", ""))[:preview_chars], "cached": "exact"}

@@ -22,6 +22,10 @@ class ExactCache:
     def key(self, job: dict) -> str:
         return exact_key(job, self.models)
 
+    def entry_key(self, job: dict) -> str:
+        """The Redis key of the job's entry (exact hits point at it)."""
+        return self.index.entry_key(self.key(job))
+
     @property
     def enabled(self) -> bool:
         return self.index.max_entries > 0

@@ -19,14 +19,20 @@ def track_in_flight(store: JobStore, owner: str, job_id: str, pipe: Pipeline) ->
 
 
 def in_flight(store: JobStore, owner: str) -> int:
-    """How many of `owner`'s jobs have not ended; ended or expired ones leave the set here."""
+    """How many of `owner`'s jobs have not ended."""
+    return len(in_flight_ids(store, owner))
+
+
+def in_flight_ids(store: JobStore, owner: str) -> list[str]:
+    """The ids of `owner`'s jobs that have not ended; ended or expired ones leave the set here."""
     job_ids = [member.decode() for member in store.redis.smembers(_key(owner))]
     if not job_ids:
-        return 0
+        return []
     pipe = store.redis.pipeline(transaction=False)
     for job_id in job_ids:
         pipe.hget(job_key(job_id), "status")
-    ended = [job_id for job_id, status in zip(job_ids, pipe.execute()) if status is None or is_final(status.decode())]
+    statuses = dict(zip(job_ids, pipe.execute()))
+    ended = [job_id for job_id, status in statuses.items() if status is None or is_final(status.decode())]
     if ended:
         store.redis.srem(_key(owner), *ended)
-    return len(job_ids) - len(ended)
+    return [job_id for job_id in job_ids if job_id not in ended]

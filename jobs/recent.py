@@ -9,6 +9,7 @@ from redis.client import Pipeline
 from jobs.store import JobStore
 
 RECENT_KEY = "jobs:recent"
+PROMPT_PREVIEW_CHARS = 200  # how much of a prompt the recent list shows
 
 
 def recent_key(owner: Optional[str] = None) -> str:

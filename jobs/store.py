@@ -16,7 +16,7 @@ from redis.client import Pipeline
 
 from jobs.status import FINAL_STATUSES, TRANSITIONS, JobStatus
 
-JSON_FIELDS = ("request", "routing", "result", "error")
+JSON_FIELDS = ("request", "routing", "result", "error", "result_ref")
 
 
 def job_key(job_id: str) -> str:
@@ -128,6 +128,18 @@ class JobStore:
                 record[field] = json.loads(record[field])
         for field in [f for f in record if f.endswith("_at")]:
             record[field] = float(record[field])
+        return self._with_referenced_result(record) if "result_ref" in record else record
+
+    def _with_referenced_result(self, record: dict) -> dict:
+        """A record whose result lives mostly elsewhere (an exact cache hit points at the cache entry
+        rather than copying it): `result_ref` names the JSON value's key and the fields it lends."""
+        reference = record.pop("result_ref")
+        raw = self.redis.get(reference["key"])
+        if raw is None:
+            record["error"] = {"type": "Expired", "message": "the cached answer this job was given has expired"}
+            return record
+        lent = json.loads(raw)
+        record["result"] = {**{field: lent.get(field) for field in reference["fields"]}, **record.get("result", {})}
         return record
 
     def delete(self, job_id: str) -> None:

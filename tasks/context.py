@@ -1,5 +1,5 @@
 """What a worker process builds once, on first use (after any fork): its settings, the job store,
-the answer caches and the router. Tasks and signal handlers read them from `worker_context()`."""
+the answer caches, the usage meter and the router. Tasks and signal handlers read them from `worker_context()`."""
 from __future__ import annotations
 
 import threading
@@ -15,6 +15,7 @@ from routing.embedder import Embedder
 from routing.live import LiveRouter, configured_files
 from routing.router import Router
 from settings import Settings, get_settings
+from tenants.meter import UsageMeter
 
 
 @dataclass
@@ -25,6 +26,7 @@ class WorkerContext:
     store: JobStore
     exact_cache: ExactCache
     semantic_cache: SemanticCache
+    meter: UsageMeter  # usage per key, counted in Redis (the web app writes it through to SQL)
     _live_router: Optional[LiveRouter] = None
     _router_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -36,7 +38,8 @@ class WorkerContext:
         return cls(settings, store,
                    ExactCache(store.redis, models, settings.exact_cache_ttl_s, settings.exact_cache_max_entries),
                    SemanticCache(store, models, settings.semantic_cache_threshold, settings.semantic_cache_ttl_s,
-                                 settings.semantic_cache_max_entries))
+                                 settings.semantic_cache_max_entries),
+                   UsageMeter(store.redis))
 
     def router(self) -> Router:
         """The router, built on first use so the embedding model loads in the process that uses it.

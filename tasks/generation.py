@@ -82,9 +82,11 @@ def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing:
     if finish_reason == "cancelled":
         result["tokens_after_cancel"] = tokens - (watch.tokens_at_cancel or 0)
         store.move(job_id, JobStatus.CANCELLED, result=result, finished_at=finished)  # what came before the cancel
+        context.meter.record_job(job.get("key_id"), tier, result)  # the tokens were generated all the same
         return result
     final = ("final", {"id": job_id, "status": JobStatus.SUCCEEDED.value, **result})
     if store.move(job_id, JobStatus.SUCCEEDED, event=final, result=result, finished_at=finished):
+        context.meter.record_job(job.get("key_id"), tier, result)
         _remember_answer(context, job_id, job, result)
     return result
 

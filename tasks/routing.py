@@ -28,6 +28,7 @@ def route(self, job: dict) -> Optional[dict]:
         return None
     cached = context.semantic_cache.answer(self.request.id, job, routing, embedding)
     if cached is not None:
+        context.meter.record(job.get("key_id"), cache_hits=1)
         return cached
     target = self.app.tasks[generation_task(routing["tier"])]
     raise self.replace(target.s(job, routing).set(priority=job_priority(job)))

@@ -14,9 +14,16 @@ from helpers import free_udp_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+# Keys, usage and audit go to the machine's PostgreSQL, in a schema of this session's own (runs side by side).
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+TEST_SCHEMA = f"llmq_test_{os.getpid()}"
 
 # Set before any project module reads its configuration.
 os.environ["REDIS_URL"] = TEST_REDIS_URL
+os.environ["DATABASE_URL"] = f"{TEST_DATABASE_URL}?options=-csearch_path%3D{TEST_SCHEMA}"
+# Test apps never write usage through in the background (tests flush when they mean to); the served
+# web app (live_server) does, as deployed.
+os.environ["USAGE_FLUSH_S"] = "0"
 os.environ["HOST"] = "127.0.0.1"  # the tests serve on loopback, whatever the shell's HOST says
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -87,6 +94,27 @@ def clean_test_db() -> None:
     _flush_test_db()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def test_database():
+    """This session's schema in the test PostgreSQL, at the newest migration; dropped at the end."""
+    from sqlalchemy import create_engine, text
+
+    from tenants.database import upgrade
+
+    admin = create_engine(TEST_DATABASE_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP SCHEMA IF EXISTS {TEST_SCHEMA} CASCADE"))
+        connection.execute(text(f"CREATE SCHEMA {TEST_SCHEMA}"))
+    upgrade(os.environ["DATABASE_URL"])
+    yield os.environ["DATABASE_URL"]
+    from tenants.database import database_engine
+
+    database_engine(os.environ["DATABASE_URL"]).dispose()
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP SCHEMA IF EXISTS {TEST_SCHEMA} CASCADE"))
+    admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
     path = ROOT / "test-artifacts"
@@ -109,31 +137,46 @@ def workers(artifacts_dir):
             stop_process(proc)
 
 
-@pytest.fixture(scope="session")
-def live_server(workers, artifacts_dir):
-    """The web app under gunicorn (gevent, as deployed) on a free port; yields its base URL."""
+def serve_web(log_path: Path, **env_changes: str):
+    """The web app under gunicorn (gevent, as deployed) on a free port: (process, base URL), once it answers."""
     import requests
 
     from helpers import free_port, web_command
 
     port = free_port()
-    log = open(artifacts_dir / "logs" / "web.log", "ab")
-    cmd = web_command(port)
-    env = {**os.environ, "WAIT_TIMEOUT_S": "180"}  # a first job on a busy machine waits for cold models
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    # A first job on a busy machine waits for cold models; usage is written through as deployed.
+    env = {**os.environ, "WAIT_TIMEOUT_S": "180", "USAGE_FLUSH_S": "1", **env_changes}
+    proc = subprocess.Popen(web_command(port), cwd=ROOT, env=env, stdout=open(log_path, "ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            if requests.get(f"{url}/openapi.json", timeout=10).ok:
+                return proc, url
+        except requests.RequestException:  # not listening yet, or still importing
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            stop_process(proc)
+            raise RuntimeError(f"gunicorn did not come up; see {log_path}")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def live_server(workers, artifacts_dir):
+    """The web app under gunicorn on a free port, API keys off; yields its base URL."""
+    proc, url = serve_web(artifacts_dir / "logs" / "web.log")
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if requests.get(f"{url}/v1/models", timeout=10).ok:
-                    break
-            except requests.RequestException:  # not listening yet, or still importing
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("gunicorn did not come up; see test-artifacts/logs/web.log")
-            time.sleep(0.2)
+        yield url
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def keyed_live_server(workers, artifacts_dir):
+    """The web app under gunicorn with API keys required (`API_KEYS_REQUIRED=1`); yields its base URL."""
+    proc, url = serve_web(artifacts_dir / "logs" / "web-keyed.log", API_KEYS_REQUIRED="1")
+    try:
         yield url
     finally:
         stop_process(proc)

@@ -51,9 +51,15 @@ def app_with(**changes):
 
 def new_api_key(name: str, **options) -> tuple[str, dict]:
     """A new API key (and its record) in the store the test apps use; `options` as `flask keys create` takes them."""
-    from webapp.apikeys import ApiKeyStore
+    return tenants().keys.create(name, **options)
 
-    return ApiKeyStore(job_store().redis).create(name, **options)
+
+@functools.lru_cache(maxsize=None)
+def tenants():
+    """Keys, usage meter and ledger on the test database and Redis, as the web app builds them."""
+    from tenants.service import Tenants
+
+    return Tenants.build(get_settings(), job_store().redis)
 
 
 @functools.lru_cache(maxsize=None)

@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = {"webapp", "tasks", "engines", "routing", "cache", "monitoring", "jobs", "loadtest", "bench"}
+PACKAGES = {"webapp", "tasks", "engines", "routing", "cache", "monitoring", "jobs", "tenants", "loadtest", "bench"}
 MODULES = {"settings", "celeryconfig", "wsgi"}
 TOP_LEVEL = PACKAGES | MODULES
 EXCLUDED_DIRS = {"tests", ".venv", "node_modules", "__pycache__", ".git", "test-artifacts", ".models", ".run"}
@@ -131,8 +131,8 @@ def test_only_tasks_imports_tasks():
     assert not importers, f"tasks is imported from outside Celery's entry point: {importers}"
 
 
-def test_cache_and_jobs_know_neither_flask_nor_celery():
-    for package in ("cache", "jobs"):
+def test_cache_jobs_and_tenants_know_neither_flask_nor_celery():
+    for package in ("cache", "jobs", "tenants"):
         bad = [f"{module} at {rel}:{line}" for module, rel, line in imports()[package]
                if top(module) in {"flask", "celery", "kombu", "werkzeug", "flask_limiter"}]
         assert not bad, f"{package} imports a web or worker framework: {bad}"
@@ -142,6 +142,11 @@ def test_cache_builds_only_on_jobs():
     bad = {target: where for target, where in project_edges().get("cache", {}).items() if target != "jobs"}
     assert not bad, f"cache imports project packages other than jobs: {bad}"
     assert "jobs" in project_edges()["cache"], "the check would pass vacuously"
+
+
+def test_tenants_build_on_the_settings_alone():
+    bad = {target: where for target, where in project_edges().get("tenants", {}).items() if target != "settings"}
+    assert not bad, f"tenants imports project packages other than settings: {bad}"
 
 
 def test_jobs_imports_no_project_package():

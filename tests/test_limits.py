@@ -243,10 +243,10 @@ def test_chat_validation_errors_have_openai_shape():
 
 def test_the_rate_limit_covers_the_chat_api_too():
     """One budget per key over every route that queues a job: chat cannot go around /v1/jobs's limit."""
-    from webapp.apikeys import ApiKeyStore
+    from helpers import new_api_key
 
     client = app_with(api_keys_required=True, rate_limit="2/minute", routing_max_depth=0).test_client()
-    key, _ = ApiKeyStore(job_store().redis).create("chat-rate-test")
+    key, _ = new_api_key("chat-rate-test")
     headers = {"Authorization": f"Bearer {key}"}
     assert client.post("/v1/jobs", json={"prompt": "hi"}, headers=headers).status_code == 429  # queue_full
     chat = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from engines.provider import served_models
-from helpers import exact_cache, semantic_cache
+from helpers import exact_cache, new_api_key, semantic_cache
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 # Without these Chromium tries network connections that fail here.
@@ -121,3 +121,88 @@ def test_a_prompt_sent_by_keyboard_streams_in_and_fills_the_panels(live_server, 
     routing_box = browser.find_element(By.ID, "routing-panel").rect
     assert routing_box["y"] > answer_box["y"] + answer_box["height"], "the panels stack on a narrow screen"
     browser.save_screenshot(str(artifacts_dir / "playground-narrow.png"))
+
+
+def test_with_api_keys_on_the_page_sends_the_key_and_lists_only_the_callers_jobs(keyed_live_server, browser):
+    import requests
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    key, _ = new_api_key("playground tenant")
+    other_key, _ = new_api_key("another tenant")
+    other = requests.post(f"{keyed_live_server}/v1/jobs", json={"prompt": "Another tenant's question", "max_tokens": 1},
+                          headers={"Authorization": f"Bearer {other_key}"}, timeout=30)
+    assert other.status_code in (200, 202), other.text
+
+    browser.get(f"{keyed_live_server}/")
+    field = browser.find_element(By.ID, "api-key")
+    assert field.get_attribute("type") == "password"
+    assert browser.find_element(By.CSS_SELECTOR, 'label[for="api-key"]').text == "API key"
+    assert not field.get_attribute("name"), "a named field would put the key into a form's URL"
+    assert text_of(browser, "recent-title") == "Your recent jobs"
+
+    # Keyboard only: the key field comes before the prompt; Tab reaches both.
+    tab_until(browser, "api-key")
+    ActionChains(browser).send_keys(key).perform()
+    tab_until(browser, "prompt")
+    keys = ActionChains(browser).send_keys("What is the capital of France?", Keys.TAB, Keys.ARROW_RIGHT)  # small
+    keys.send_keys(Keys.TAB).key_down(Keys.CONTROL).send_keys("a").key_up(Keys.CONTROL).send_keys("8", Keys.ENTER)
+    keys.perform()  # at most 8 tokens, sent with Enter
+
+    status = browser.find_element(By.ID, "status")
+    WebDriverWait(browser, 240).until(lambda d: status.get_attribute("data-state") in ("done", "error"))
+    assert status.get_attribute("data-state") == "done", status.text  # the stream, fetched with the key
+    assert text_of(browser, "answer")
+    assert text_of(browser, "key-message") == ""
+
+    job_id = text_of(browser, "job-id")
+    badge = f'#recent-list [data-job-id="{job_id}"] .badge'
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, badge)
+                                     and d.find_element(By.CSS_SELECTOR, badge).text == "succeeded")
+    listed = [e.get_attribute("data-job-id") for e in browser.find_elements(By.CSS_SELECTOR, "#recent-list button")]
+    assert other.json()["id"] not in listed, "the list shows another key's job"
+
+    # The key lives in sessionStorage only: not in localStorage, a cookie or the address.
+    stored = browser.execute_script(
+        "return {session: sessionStorage.getItem('playground.apiKey'), local: JSON.stringify({...localStorage}),"
+        " cookie: document.cookie, href: location.href}")
+    assert stored["session"] == key
+    for place in ("local", "cookie", "href"):
+        assert key not in stored[place], place
+
+    # A reload in the same tab keeps the key and lists the job again.
+    browser.refresh()
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, badge))
+    assert browser.find_element(By.ID, "api-key").get_attribute("value") == key
+
+
+def test_a_wrong_api_key_shows_the_401_next_to_the_key_field(keyed_live_server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{keyed_live_server}/")
+    browser.find_element(By.ID, "api-key").send_keys("llmq_not-a-key")
+    prompt = browser.find_element(By.ID, "prompt")
+    prompt.send_keys("What is the capital of France?", Keys.ENTER)
+
+    message = browser.find_element(By.ID, "key-message")
+    WebDriverWait(browser, 30).until(lambda d: message.text)
+    assert "refused (401)" in message.text and "invalid API key" in message.text, message.text
+    assert message.get_attribute("role") == "alert"
+    field = browser.find_element(By.ID, "api-key")
+    assert field.get_attribute("aria-invalid") == "true"
+    assert "key-message" in field.get_attribute("aria-describedby").split()
+    assert browser.switch_to.active_element == field, "a refused key sends the focus back to the key field"
+    assert text_of(browser, "job-id") == "none yet"
+    assert browser.find_element(By.ID, "send").is_enabled()
+
+
+def test_with_api_keys_off_there_is_no_key_field(live_server, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{live_server}/")
+    assert browser.find_elements(By.ID, "api-key") == []
+    assert text_of(browser, "recent-title") == "Recent jobs"

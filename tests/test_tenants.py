@@ -7,20 +7,19 @@ import uuid
 
 import pytest
 
-from helpers import app_with, job_store
+from helpers import app_with, job_store, new_api_key
+from helpers import tenants as tenants_
 from jobs import control
 from jobs.recent import remember_job
 from jobs.status import JobStatus
-from webapp.apikeys import ApiKeyStore
 
 
 @pytest.fixture(scope="module")
 def tenants():
     """A client with keys required, and bearer headers for tenants A and B and an admin."""
-    keys = ApiKeyStore(job_store().redis)
-    headers = {name: {"Authorization": f"Bearer {keys.create(f'tenant {name}', admin=name == 'admin')[0]}"}
-               for name in ("a", "b", "admin")}
-    key_ids = {name: keys.lookup(header["Authorization"].split()[1])["id"] for name, header in headers.items()}
+    created = {name: new_api_key(f"tenant {name}", admin=name == "admin") for name in ("a", "b", "admin")}
+    headers = {name: {"Authorization": f"Bearer {key}"} for name, (key, _) in created.items()}
+    key_ids = {name: record["id"] for name, (_, record) in created.items()}
     return app_with(api_keys_required=True).test_client(), headers, key_ids
 
 
@@ -86,7 +85,7 @@ def test_a_submitted_job_belongs_to_its_key(tenants):
 
 
 def limited_key(**limits) -> dict:
-    key, _ = ApiKeyStore(job_store().redis).create("limited tenant", **limits)
+    key, _ = new_api_key("limited tenant", **limits)
     return {"Authorization": f"Bearer {key}"}
 
 
@@ -123,7 +122,7 @@ def test_reads_have_a_rate_limit_of_their_own():
     """GETs and cancels count against READ_RATE_LIMIT, not against the submission budget."""
     client = app_with(api_keys_required=True, read_rate_limit="3/minute", rate_limit="100/minute").test_client()
     headers = limited_key()
-    job_id = job_of(ApiKeyStore(job_store().redis).lookup(headers["Authorization"].split()[1])["id"])
+    job_id = job_of(tenants_().keys.lookup(headers["Authorization"].split()[1])["id"])
     codes = [client.get(f"/v1/jobs/{job_id}", headers=headers).status_code for _ in range(3)]
     refused = client.get("/v1/jobs", headers=headers)
     assert codes == [200] * 3
@@ -141,7 +140,7 @@ def test_a_key_at_its_cap_still_gets_answers_from_the_cache(tenants):
 
     client, _, _ = tenants
     headers = limited_key(max_in_flight=1)
-    key_id = ApiKeyStore(job_store().redis).lookup(headers["Authorization"].split()[1])["id"]
+    key_id = tenants_().keys.lookup(headers["Authorization"].split()[1])["id"]
     body = {"prompt": f"cached for {key_id}?", "max_tokens": 2}
     routing = {"intent": "factual", "tier": "small", "score": 0.9, "rule": "matched"}
     exact_cache().index.put(exact_cache().key({**JobRequestSchema().load(body), "key_id": key_id}),

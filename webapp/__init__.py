@@ -29,16 +29,18 @@ def create_app(settings: Optional[Settings] = None, test_config: Optional[dict] 
     app.config.from_mapping(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
     if test_config:
         app.config.update(test_config)
-    app.extensions[EXTENSION] = WebContext.build(settings)
+    context = app.extensions[EXTENSION] = WebContext.build(settings)
+    context.tenants.start_flushing(settings)
     app.json.sort_keys = False
 
-    from webapp import apikeys, cli, health, jobs, openai_api, openapi, playground, ratelimit, recent, stream
+    from webapp import (apikeys, cli, health, jobs, openai_api, openapi, playground, ratelimit, recent, stream,
+                        usage)
 
     apikeys.init_app(app)  # before the limiter: it counts per key
     # Every route that queues a job shares one budget; every route that reads or cancels, another.
     ratelimit.init_app(app, settings, submissions=(jobs.bp, openai_api.bp),
-                       reads=(jobs.bp, stream.bp, recent.bp, openai_api.bp))
-    for blueprint in (jobs.bp, health.bp, stream.bp, recent.bp, openai_api.bp, playground.bp, openapi.bp):
+                       reads=(jobs.bp, stream.bp, recent.bp, openai_api.bp, usage.bp))
+    for blueprint in (jobs.bp, health.bp, stream.bp, recent.bp, usage.bp, openai_api.bp, playground.bp, openapi.bp):
         app.register_blueprint(blueprint)
     cli.init_app(app)
     app.before_request(mark_request_start)  # every request's deadlines count from its start

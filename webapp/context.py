@@ -1,5 +1,5 @@
 """What the web app builds once per process from its settings: the job store, the broker, the exact
-cache and the served model ids. Views reach them through `web()`."""
+cache, the tenants' keys and usage, and the served model ids. Views reach them through `web()`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,6 +11,7 @@ from engines.provider import served_models
 from jobs import redis_client
 from jobs.store import JobStore
 from settings import Settings
+from tenants.service import Tenants
 from webapp.broker import Broker
 
 EXTENSION = "llm_platform"
@@ -26,6 +27,7 @@ class WebContext:
     exact_cache: ExactCache
     models: dict[str, str]
     hub_store: JobStore  # the stream hub's own client: a busy request pool never starves it
+    tenants: Tenants
 
     @classmethod
     def build(cls, settings: Settings) -> "WebContext":
@@ -35,7 +37,7 @@ class WebContext:
         models = served_models(settings)
         exact = ExactCache(store.redis, models, settings.exact_cache_ttl_s, settings.exact_cache_max_entries)
         hub_store = JobStore(redis_client(settings.redis_url, settings.redis_timeout_s), settings.job_ttl_s)
-        return cls(settings, store, Broker(settings), exact, models, hub_store)
+        return cls(settings, store, Broker(settings), exact, models, hub_store, Tenants.build(settings, store.redis))
 
 
 def web() -> WebContext:

@@ -7,7 +7,9 @@ from flask import Blueprint, jsonify, request, url_for
 from marshmallow import Schema
 
 from jobs import control
-from webapp.apikeys import may_see
+from tenants.audit import record_audit
+from tenants.meter import NO_KEY
+from webapp.apikeys import caller_id, may_see
 from webapp.context import web
 from webapp.errors import APIError
 from webapp.schemas import JobRequestSchema
@@ -75,9 +77,13 @@ def get_job(job_id: str):
 @bp.delete("/v1/jobs/<job_id>")
 def cancel_job(job_id: str):
     """Cancel a job: a queued one never runs, a running one stops within one decode step."""
-    record = control.cancel_job(web().store, existing_job(job_id))
+    before = existing_job(job_id)
+    record = control.cancel_job(web().store, before)
     if record["status"] != "cancelled":
         raise APIError(409, "conflict", f"job {job_id} already {record['status']}", job_status=record["status"])
+    if before["status"] != "cancelled":
+        record_audit(web().store.redis, caller_id() or NO_KEY, "job_cancelled", job_id,
+                     {"owner": (before.get("request") or {}).get("key_id")})
     return jsonify(job_view(record))
 
 

@@ -59,6 +59,15 @@ class GenerateResponseSchema(Schema):
     routing = fields.Dict()
 
 
+class UsageSchema(Schema):
+    """`GET /v1/usage`: the caller's key's usage per UTC day, and its month against its budget."""
+
+    key_id = fields.String(required=True)
+    month = fields.Dict(required=True, metadata={"description": "month (YYYY-MM), tokens, budget, remaining"})
+    days = fields.List(fields.Dict(), required=True, metadata={
+        "description": "day, requests, prompt_tokens, completion_tokens, cache_hits, jobs_small, jobs_large"})
+
+
 class HealthSchema(Schema):
     """`GET /health`: 200 whenever the process answers (liveness)."""
 
@@ -94,7 +103,7 @@ def build_spec(settings: Settings) -> dict:
     spec = APISpec(title="LLM inference queue", version="1.0.0", openapi_version="3.0.3",
                    plugins=[MarshmallowPlugin()])
     for name, schema in (("JobRequest", JobRequestSchema), ("Error", ErrorSchema), ("JobView", JobViewSchema),
-                         ("GenerateResponse", GenerateResponseSchema), ("Health", HealthSchema),
+                         ("GenerateResponse", GenerateResponseSchema), ("Usage", UsageSchema), ("Health", HealthSchema),
                          ("Ready", ReadySchema)):
         spec.components.schema(name, schema=schema)
     secured = {}
@@ -112,6 +121,13 @@ def build_spec(settings: Settings) -> dict:
     spec.path("/generate", operations={"post": {
         "summary": "Queue a job and wait for its answer", "requestBody": JOB_BODY, **secured,
         "responses": {**_ok(200, "GenerateResponse", "the answer"), **_errors(*SUBMIT_ERRORS, 502, 504)}}})
+    spec.path("/v1/usage", operations={"get": {
+        "summary": "The caller's usage per day and its month's tokens against its budget", **secured,
+        "parameters": [
+            {"name": "days", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 366}},
+            {"name": "key_id", "in": "query", "description": "another key's (admin keys only)",
+             "schema": {"type": "string", "minLength": 1, "maxLength": 16}}],
+        "responses": {**_ok(200, "Usage", "usage"), **_errors(400, 401, 403, 404, 429, 503)}}})
     spec.path("/health", operations={"get": {
         "summary": "Liveness: the process answers", "responses": _ok(200, "Health", "alive")}})
     spec.path("/ready", operations={"get": {

@@ -4,13 +4,12 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 from marshmallow import EXCLUDE, Schema, fields, validate
 
-from jobs.recent import recent_jobs
+from jobs.recent import PROMPT_PREVIEW_CHARS, recent_jobs
 from webapp.apikeys import caller_owner
 from webapp.context import web
 from webapp.submission import job_view
 
 bp = Blueprint("recent", __name__)
-PROMPT_PREVIEW_CHARS = 200
 
 
 class RecentJobsQuery(Schema):

@@ -8,12 +8,13 @@ from typing import Optional
 
 from flask import g, has_request_context
 
-from cache.entries import cached_result, finished_fields
+from cache.entries import cached_result, pointer_fields, pointer_request
 from jobs.owners import in_flight, track_in_flight
 from jobs.queues import DEFAULT_PRIORITY
-from jobs.recent import remember_job
+from jobs.recent import PROMPT_PREVIEW_CHARS, remember_job
 from jobs.status import is_final
 from jobs.follow import StreamHub, follow_job
+from tenants.meter import usage_month
 from webapp.backpressure import ensure_capacity
 from webapp.context import WebContext, web
 from webapp.errors import APIError
@@ -27,13 +28,17 @@ def submit_job(job: dict) -> dict:
     context, job_id = web(), uuid.uuid4().hex
     key = g.get("api_key")
     if key:
+        ensure_budget(context, key)
         job = as_key_runs_it(key, job)
     cached = context.exact_cache.lookup(job)
     if cached is not None:
         now = time.time()
-        return _record(context, job_id, job, **finished_fields(cached_result(cached, "exact", now, now), now))
+        result = cached_result(cached, "exact", now, now)
+        record = _record(context, job_id, pointer_request(job, PROMPT_PREVIEW_CHARS),
+                         **pointer_fields(result, context.exact_cache.entry_key(job), now))
+        return {**{k: v for k, v in record.items() if k != "result_ref"}, "result": result}
     if key:
-        ensure_key_capacity(context, key)
+        job = with_fair_share(context, key, job)
     ensure_capacity(context, job)
     record = _record(context, job_id, job, in_flight=True)
     try:
@@ -53,22 +58,52 @@ def as_key_runs_it(key: dict, job: dict) -> dict:
     return job
 
 
-def ensure_key_capacity(context: WebContext, key: dict) -> None:
-    """A 429 when the key has its cap of unfinished jobs (checked only for jobs that will queue: a
-    cache answer needs no worker, and costs no Redis round trip here)."""
-    if key.get("max_in_flight") and in_flight(context.store, key["id"]) >= key["max_in_flight"]:
+def with_fair_share(context: WebContext, key: dict, job: dict) -> dict:
+    """The job at its fair priority, or a 429 when the key has its cap of unfinished jobs.
+
+    Checked only for jobs that will queue (a cache answer needs no worker). With FAIR_SHARE on, each
+    full batch of the key's jobs already unfinished (ENGINE_MAX_BATCH, the slots of a tier) lowers
+    this one's priority by a step: a key that floods the queue has at most one batch ahead of
+    another key's job at the same priority, so the other waits for one job per slot at most.
+    """
+    running = in_flight(context.store, key["id"])
+    if key.get("max_in_flight") and running >= key["max_in_flight"]:
         raise APIError(429, "too_many_jobs", f"this key has {key['max_in_flight']} unfinished jobs, its limit; "
                        "retry when one ends", headers={"Retry-After": str(context.settings.queue_retry_after_s)})
+    if not context.settings.fair_share:
+        return job
+    steps_down = running // context.settings.engine_max_batch
+    return {**job, "priority": max(0, job.get("priority", DEFAULT_PRIORITY) - steps_down)} if steps_down else job
+
+
+def ensure_budget(context: WebContext, key: dict) -> None:
+    """A 429 `budget_exceeded` once the key has used its monthly token budget (nothing is queued)."""
+    budget = key.get("monthly_token_budget")
+    if not budget:
+        return
+    month = usage_month()
+    used = context.tenants.ledger.month_tokens(key["id"], month)
+    if used >= budget:
+        raise APIError(429, "budget_exceeded", f"this key used {used} of its {budget} tokens for {month}; "
+                       "its budget renews on the first of next month (UTC)",
+                       headers={"Retry-After": str(seconds_to_next_month())})
+
+
+def seconds_to_next_month() -> int:
+    now = datetime.now(timezone.utc)
+    start = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=timezone.utc)
+    return max(1, int((start - now).total_seconds()))
 
 
 def _record(context: WebContext, job_id: str, job: dict, in_flight: bool = False, **fields) -> dict:
-    """Create the job record and list it among the recent jobs (and, when it is queued, among its
-    key's jobs in flight), in one round trip to Redis."""
+    """Create the job record, list it among the recent jobs (and, when it is queued, among its
+    key's jobs in flight) and count the request for its key, in one round trip to Redis."""
     pipe = context.store.redis.pipeline()
     record = context.store.create(job_id, job, pipe=pipe, **fields)
     remember_job(context.store, job_id, context.settings.recent_jobs_max, pipe, owner=job.get("key_id"))
     if in_flight and job.get("key_id"):
         track_in_flight(context.store, job["key_id"], job_id, pipe)
+    context.tenants.meter.record(job.get("key_id"), pipe, requests=1, cache_hits=int(not in_flight))
     pipe.execute()
     return record
 

@@ -1,9 +1,80 @@
 // Playground: submit a prompt to /v1/jobs, follow /v1/jobs/<id>/stream, show routing and latency.
+// With API keys on, every call carries the key typed into #api-key (kept in sessionStorage only).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const RECENT_REFRESH_MS = 5000;
-let source = null;
+const STREAM_RETRIES = 3;
+const STREAM_RETRY_MS = 1000;
+// sessionStorage: the key lasts as long as this tab, other tabs and later visits never see it, and,
+// unlike a cookie, the browser never sends it on its own.
+const KEY_STORAGE = "playground.apiKey";
+let streaming = null; // the AbortController of the stream being followed
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+function keysRequired() {
+  return Boolean($("api-key"));
+}
+
+function apiKey() {
+  return keysRequired() ? (sessionStorage.getItem(KEY_STORAGE) || "") : "";
+}
+
+function authHeader() {
+  const key = apiKey();
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+function showKeyProblem(text) {
+  const field = $("api-key");
+  if (!field) return;
+  $("key-message").textContent = text;
+  field.setAttribute("aria-invalid", text ? "true" : "false");
+}
+
+// Every call of the page goes through here, so none can forget the key.
+async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: { ...authHeader(), ...(options.headers || {}) } });
+  if (response.ok) {
+    showKeyProblem("");
+    return response;
+  }
+  const message = describeError(await response.json().catch(() => null));
+  if (response.status === 401) {
+    showKeyProblem(apiKey() ? `The API key was refused (401): ${message}.` : "Enter your API key first (401).");
+  }
+  throw new ApiError(response.status, message);
+}
+
+function saveKey() {
+  const key = $("api-key").value.trim();
+  if (key) sessionStorage.setItem(KEY_STORAGE, key);
+  else sessionStorage.removeItem(KEY_STORAGE);
+  showKeyProblem("");
+  showJobs([]); // the list belonged to the previous key
+}
+
+// Enter in the key field (or "Use key") checks the key at once by loading its jobs.
+function useKey(event) {
+  event.preventDefault();
+  saveKey();
+  if (apiKey()) refreshRecent();
+  else showKeyProblem("Enter your API key first.");
+}
+
+function setUpKeyField() {
+  const field = $("api-key");
+  if (!field) return;
+  field.value = apiKey();
+  field.addEventListener("input", saveKey);
+  $("key-form").addEventListener("submit", useKey);
+}
 
 function setStatus(text, state) {
   const status = $("status");
@@ -55,7 +126,8 @@ function showLatency(result) {
 }
 
 function follow(jobId) {
-  if (source) source.close();
+  if (streaming) streaming.abort(); // one stream at a time: choosing another job drops the last one
+  streaming = new AbortController();
   const answer = $("answer");
   answer.textContent = "";
   answer.dataset.chunks = "0";
@@ -63,35 +135,103 @@ function follow(jobId) {
   $("job-id").textContent = jobId;
   resetPanels();
   setStatus("Queued: routing…", "busy");
-  source = new EventSource(`/v1/jobs/${encodeURIComponent(jobId)}/stream`);
-  source.addEventListener("start", (event) => {
-    const start = JSON.parse(event.data);
+  readStream(jobId, streaming.signal, handleEvent).catch((error) => {
+    if (error.name !== "AbortError") done(error.message, "error");
+  });
+}
+
+// What each event of a job's stream does to the page; true once the stream is over.
+function handleEvent(event) {
+  const data = JSON.parse(event.data);
+  const answer = $("answer");
+  if (event.event === "start") {
     answer.textContent = ""; // a retried generation starts over
     answer.dataset.chunks = "0";
-    showRouting(start.routing, { tier: start.tier, model: start.model });
-    setStatus(`Generating on the ${start.tier} tier…`, "busy");
-  });
-  source.addEventListener("token", (event) => {
-    answer.textContent += JSON.parse(event.data).text;
+    showRouting(data.routing, { tier: data.tier, model: data.model });
+    setStatus(`Generating on the ${data.tier} tier…`, "busy");
+  } else if (event.event === "token") {
+    answer.textContent += data.text;
     answer.dataset.chunks = String(Number(answer.dataset.chunks) + 1);
-  });
-  source.addEventListener("final", (event) => {
-    source.close();
-    finish(JSON.parse(event.data));
-  });
-  source.addEventListener("timeout", (event) => {
-    source.close();
-    done(`Still running: ${JSON.parse(event.data).message}`, "error");
-  });
-  source.onerror = (event) => {
-    if (event.data) { // the server's own `error` event (Redis unreachable): the job may still finish
-      source.close();
-      done(`${JSON.parse(event.data).error.message}; the job may still finish: follow it again`, "error");
-      return;
+  } else if (event.event === "final") {
+    finish(data);
+    return true;
+  } else if (event.event === "timeout") {
+    done(`Still running: ${data.message}`, "error");
+    return true;
+  } else if (event.event === "error") { // Redis unreachable: the job may still finish
+    done(`${data.error.message}; the job may still finish: follow it again`, "error");
+    return true;
+  }
+  return false;
+}
+
+// Follow /v1/jobs/<id>/stream with fetch rather than EventSource, which cannot send the
+// Authorization header. Like EventSource, a dropped connection resumes after the last event seen.
+async function readStream(jobId, signal, onEvent) {
+  let lastId = "";
+  for (let attempt = 0; attempt <= STREAM_RETRIES; attempt += 1) {
+    if (attempt) await pause(STREAM_RETRY_MS, signal);
+    const headers = lastId ? { "Last-Event-ID": lastId } : {};
+    let response;
+    try {
+      response = await api(`/v1/jobs/${encodeURIComponent(jobId)}/stream`, { headers, signal });
+    } catch (error) {
+      if (error.name === "AbortError" || error instanceof ApiError) throw error;
+      continue; // the network failed before an answer: try again
     }
-    // EventSource reconnects by itself (resuming after the last event); a closed one will not.
-    if (source.readyState === EventSource.CLOSED) done("The stream was refused (unknown job?)", "error");
-  };
+    try {
+      for await (const event of sseEvents(response.body, signal)) {
+        if (event.id) lastId = event.id;
+        if (onEvent(event)) return;
+      }
+    } catch (_) {
+      /* the connection broke mid-stream: resume below */
+    }
+    signal.throwIfAborted(); // following another job ended this stream: no reconnect
+  }
+  throw new Error("The stream broke off; the job may still finish: follow it again");
+}
+
+function pause(delayMs, signal) {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) { reject(signal.reason); return; }
+    const timer = setTimeout(resolve, delayMs);
+    signal.addEventListener("abort", () => { clearTimeout(timer); reject(signal.reason); }, { once: true });
+  });
+}
+
+// Server-Sent Events from a response body: yields {event, data, id}; comments (keep-alives) are skipped.
+async function* sseEvents(body, signal) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  signal.addEventListener("abort", () => reader.cancel().catch(() => {}), { once: true });
+  let buffer = "";
+  for (;;) {
+    const { value, done: ended } = await reader.read();
+    if (ended) return;
+    buffer += value.replace(/\r\n?/g, "\n");
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const event = parseEvent(buffer.slice(0, cut));
+      buffer = buffer.slice(cut + 2);
+      if (event) yield event;
+    }
+  }
+}
+
+function parseEvent(block) {
+  const event = { event: "message", data: null, id: "" };
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (!line || line.startsWith(":")) continue;
+    const colon = line.indexOf(":");
+    const field = colon < 0 ? line : line.slice(0, colon);
+    const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+    if (field === "data") data.push(value);
+    else if (field === "event" || field === "id") event[field] = value;
+  }
+  if (!data.length) return null;
+  event.data = data.join("\n");
+  return event;
 }
 
 function finish(result) {
@@ -123,23 +263,28 @@ async function submitPrompt(event) {
     $("prompt").focus();
     return;
   }
+  if (keysRequired() && !apiKey()) {
+    showKeyProblem("Enter your API key first.");
+    setStatus("An API key is needed.", "error");
+    $("api-key").focus();
+    return;
+  }
   const tier = document.querySelector('input[name="tier"]:checked').value;
   const maxTokens = Number($("max-tokens").value);
   $("send").disabled = true;
   setStatus("Submitting…", "busy");
   try {
-    const response = await fetch("/v1/jobs", {
+    const response = await api("/v1/jobs", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ prompt, tier, max_tokens: maxTokens }),
     });
-    const body = await response.json();
-    if (!response.ok) throw new Error(describeError(body));
-    follow(body.id);
+    follow((await response.json()).id);
     refreshRecent();
   } catch (error) {
     setStatus(error.message, "error");
     $("send").disabled = false;
+    if (error.status === 401) $("api-key").focus(); // the fix is there
   }
 }
 
@@ -165,21 +310,25 @@ function recentItem(job) {
   return item;
 }
 
+function showJobs(jobs) {
+  const list = $("recent-list");
+  const focused = document.activeElement && document.activeElement.dataset.jobId;
+  list.replaceChildren(...jobs.map(recentItem));
+  $("recent-empty").hidden = jobs.length > 0;
+  if (focused) {
+    const again = list.querySelector(`[data-job-id="${focused}"]`);
+    if (again) again.focus(); // a refresh must not steal keyboard focus
+  }
+}
+
+// The caller's recent jobs: with API keys on, /v1/jobs lists only the jobs of the key sent.
 async function refreshRecent() {
+  if (keysRequired() && !apiKey()) return; // nothing to ask for yet: no 401 before the key is typed
   try {
-    const response = await fetch("/v1/jobs?limit=10");
-    if (!response.ok) return;
-    const { jobs } = await response.json();
-    const list = $("recent-list");
-    const focused = document.activeElement && document.activeElement.dataset.jobId;
-    list.replaceChildren(...jobs.map(recentItem));
-    $("recent-empty").hidden = jobs.length > 0;
-    if (focused) {
-      const again = list.querySelector(`[data-job-id="${focused}"]`);
-      if (again) again.focus(); // a refresh must not steal keyboard focus
-    }
+    const response = await api("/v1/jobs?limit=10");
+    showJobs((await response.json()).jobs);
   } catch (_) {
-    /* the next refresh tries again */
+    /* a 401 is shown by the key field; otherwise the next refresh tries again */
   }
 }
 
@@ -190,6 +339,7 @@ function onPromptKey(event) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  setUpKeyField();
   $("prompt-form").addEventListener("submit", submitPrompt);
   $("prompt").addEventListener("keydown", onPromptKey);
   $("refresh-recent").addEventListener("click", refreshRecent);

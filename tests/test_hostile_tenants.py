@@ -1,0 +1,191 @@
+"""The hostile-tenant suite, against the served stack (gunicorn with API keys on, real workers, the
+session's PostgreSQL): every route tried across keys, a flood from one key while another's job is
+timed by its place in line, a budget spent mid-stream, a key revoked mid-job, and the tenants'
+Redis state lost with keys still working. The cross-tenant matrix is written to
+test-artifacts/tenant-matrix.md."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from conftest import ROOT, serve_web, stop_process
+from helpers import app_with, iter_sse, job_store, new_api_key
+from workerctl import wait_until
+
+SLOTS = 4  # each test worker's concurrency and ENGINE_MAX_BATCH (tests/conftest.py)
+TIMEOUT = 300
+
+
+@pytest.fixture(scope="module")
+def served(workers, artifacts_dir):
+    """A keyed server whose fair-share step matches the workers' slots."""
+    proc, url = serve_web(artifacts_dir / "logs" / "web-hostile.log", API_KEYS_REQUIRED="1",
+                          ENGINE_MAX_BATCH=str(SLOTS), RATE_LIMIT="1000/minute", READ_RATE_LIMIT="5000/minute")
+    try:
+        yield url
+    finally:
+        stop_process(proc)
+
+
+def bearer(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def keys(*names: str, **options) -> dict[str, tuple[str, dict]]:
+    return {name: new_api_key(f"hostile {name}", admin=name == "admin", **options) for name in names}
+
+
+def finished(url: str, headers: dict, job_id: str) -> dict:
+    view = {}
+
+    def done() -> bool:
+        nonlocal view
+        view = requests.get(f"{url}/v1/jobs/{job_id}", headers=headers, timeout=30).json()
+        return view["status"] in ("succeeded", "failed", "cancelled")
+
+    wait_until(done, TIMEOUT, f"job {job_id}")
+    return view
+
+
+def submit(url: str, headers: dict, prompt: str, max_tokens: int = 8, **fields) -> str:
+    body = {"prompt": prompt, "max_tokens": max_tokens, "cache": False, "tier": "small", **fields}
+    response = requests.post(f"{url}/v1/jobs", json=body, headers=headers, timeout=30)
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+MATRIX_ROUTES = [
+    ("GET", "/v1/jobs/{id}"), ("GET", "/v1/jobs/{id}/stream"), ("DELETE", "/v1/jobs/{id}"),
+    ("GET", "/v1/jobs (listed?)"), ("GET", "/v1/usage?key_id={owner}"),
+]
+# What each caller must get for a job of tenant A: its owner and an admin reach it, B and no key never.
+EXPECTED = {"none": {401}, "b": {404, "not listed", 403}, "a": {200, 409, "listed"}, "admin": {200, 409, "listed"}}
+
+
+def _try(url: str, method: str, route: str, job_id: str, owner: str, headers: dict):
+    if route.startswith("/v1/jobs (listed"):
+        response = requests.get(f"{url}/v1/jobs?limit=100", headers=headers, timeout=30)
+        if response.status_code != 200:
+            return response.status_code
+        return "listed" if job_id in [job["id"] for job in response.json()["jobs"]] else "not listed"
+    path = route.format(id=job_id, owner=owner)
+    return requests.request(method, f"{url}{path}", headers=headers, timeout=60).status_code
+
+
+def test_no_route_lets_one_key_reach_another_keys_job(served, artifacts_dir):
+    tenants = keys("a", "b", "admin")
+    owner = tenants["a"][1]["id"]
+    plain = submit(served, bearer(tenants["a"][0]), "Name a colour.")
+    chat = requests.post(f"{served}/v1/chat/completions", headers=bearer(tenants["a"][0]), timeout=TIMEOUT, json={
+        "model": "small", "max_tokens": 8, "messages": [{"role": "user", "content": "Name a fruit."}]})
+    assert chat.status_code == 200, chat.text
+    chat_job = chat.headers["X-Job-Id"] if "X-Job-Id" in chat.headers else chat.json()["id"].removeprefix("chatcmpl-")
+    finished(served, bearer(tenants["a"][0]), plain)
+    callers = {"none": {}, **{name: bearer(tenants[name][0]) for name in ("b", "a", "admin")}}
+    rows = ["| route | job | no key | key B | key A (owner) | admin key |", "|---|---|---|---|---|---|"]
+    for job_name, job_id in (("/v1/jobs", plain), ("chat", chat_job)):
+        for method, route in MATRIX_ROUTES:
+            got = {caller: _try(served, method, route, job_id, owner, headers) for caller, headers in callers.items()}
+            rows.append(f"| {method} {route} | {job_name} | " + " | ".join(str(got[c]) for c in callers) + " |")
+            for caller, result in got.items():
+                assert result in EXPECTED[caller], (method, route, job_name, caller, result)
+    (artifacts_dir / "tenant-matrix.md").write_text("\n".join(rows) + "\n")
+    assert finished(served, bearer(tenants["a"][0]), plain)["status"] == "succeeded", "B's tries changed A's job"
+
+
+def test_a_flood_from_one_key_leaves_at_most_one_batch_ahead_of_another_keys_job(served):
+    tenants = keys("flood", "quiet")
+    flood = [submit(served, bearer(tenants["flood"][0]), f"Count slowly from {n} to {n + 40}.", max_tokens=24)
+             for n in range(3 * SLOTS)]
+    wait_until(lambda: job_store().get(flood[0])["status"] == "generating", TIMEOUT, "the flood to start")
+    quiet = submit(served, bearer(tenants["quiet"][0]), "Say hello.")
+    finished(served, bearer(tenants["quiet"][0]), quiet)
+    record = job_store().get(quiet)
+    started = {job_id: job_store().get(job_id).get("generation_started_at") for job_id in flood}
+    ahead = [job_id for job_id, at in started.items() if at and record["created_at"] < at < record["generation_started_at"]]
+    print(f"flood jobs that started between the quiet job's submission and its start: {len(ahead)} "
+          f"(bound: {SLOTS}, one per slot)")
+    assert len(ahead) <= SLOTS
+    for job_id in flood:
+        requests.delete(f"{served}/v1/jobs/{job_id}", headers=bearer(tenants["flood"][0]), timeout=30)
+
+
+def test_usage_matches_the_tokens_generated(served):
+    key, record = new_api_key("metered")
+    job_ids = [submit(served, bearer(key), f"Write {n} words about rivers.", max_tokens=6 + n) for n in range(3)]
+    views = [finished(served, bearer(key), job_id) for job_id in job_ids]
+    assert all(view["status"] == "succeeded" for view in views)
+    today = requests.get(f"{served}/v1/usage", headers=bearer(key), timeout=30).json()["days"][-1]
+    assert today["completion_tokens"] == sum(view["result"]["tokens"] for view in views)
+    assert today["prompt_tokens"] == sum(view["result"]["prompt_tokens"] for view in views) > 0
+    assert (today["requests"], today["jobs_small"], today["jobs_large"]) == (3, 3, 0)
+
+
+def test_usage_matches_the_tokens_generated_on_sqlite_too(workers, artifacts_dir, tmp_path):
+    from tenants.database import upgrade
+
+    url = f"sqlite:///{tmp_path / 'platform.db'}"
+    upgrade(url)
+    proc, base = serve_web(artifacts_dir / "logs" / "web-sqlite.log", API_KEYS_REQUIRED="1", DATABASE_URL=url)
+    try:
+        from tenants.service import Tenants
+        from settings import get_settings
+
+        key, _ = Tenants.build(get_settings().replace(database_url=url), job_store().redis).keys.create("on sqlite")
+        job_id = submit(base, bearer(key), "Name three rivers.", max_tokens=10)
+        view = finished(base, bearer(key), job_id)
+        wait_until(lambda: requests.get(f"{base}/v1/usage", headers=bearer(key), timeout=30).json()["days"], 30,
+                   "usage on SQLite")
+        today = requests.get(f"{base}/v1/usage", headers=bearer(key), timeout=30).json()["days"][-1]
+        assert (today["completion_tokens"], today["prompt_tokens"]) == (view["result"]["tokens"],
+                                                                        view["result"]["prompt_tokens"])
+    finally:
+        stop_process(proc)
+
+
+def test_a_budget_spent_mid_stream_finishes_the_stream_then_refuses_the_key(served):
+    key, _ = new_api_key("thrifty", monthly_token_budget=30)
+    body = {"model": "small", "max_tokens": 40, "stream": True, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}]}
+    with requests.post(f"{served}/v1/chat/completions", json=body, headers=bearer(key), stream=True,
+                       timeout=TIMEOUT) as response:
+        assert response.status_code == 200
+        events = [event for event in iter_sse(response.iter_content(chunk_size=None)) if "comment" not in event]
+    usage = next(event["data"]["usage"] for event in events if isinstance(event["data"], dict)
+                 and event["data"].get("usage"))
+    assert usage["total_tokens"] > 30, "the admitted job ran to its end"
+    refused = requests.post(f"{served}/v1/chat/completions", headers=bearer(key), timeout=30,
+                            json={"model": "small", "messages": [{"role": "user", "content": "More?"}]})
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
+    month = requests.get(f"{served}/v1/usage", headers=bearer(key), timeout=30).json()["month"]
+    assert month["tokens"] == usage["total_tokens"] and month["remaining"] == 0
+
+
+def test_a_key_revoked_mid_job_stops_its_stream_and_its_next_call(served):
+    key, record = new_api_key("to be revoked")
+    job_id = submit(served, bearer(key), "Write a very long essay about the sea.", max_tokens=400)
+    with requests.get(f"{served}/v1/jobs/{job_id}/stream", headers=bearer(key), stream=True,
+                      timeout=TIMEOUT) as response:
+        events = iter_sse(response.iter_content(chunk_size=None))
+        next(event for event in events if event.get("event") == "token")
+        revoked = app_with().test_cli_runner().invoke(args=["keys", "revoke", record["id"]])
+        assert revoked.exit_code == 0 and "cancelled 1" in revoked.output, revoked.output
+        last = [event for event in events if "comment" not in event][-1]
+    assert last["event"] == "final" and last["data"]["status"] == "cancelled"
+    assert requests.get(f"{served}/v1/jobs/{job_id}", headers=bearer(key), timeout=30).status_code == 401
+
+
+def test_keys_and_usage_hold_when_the_tenants_redis_state_is_lost(served):
+    key, _ = new_api_key("forgetful redis")
+    job_id = submit(served, bearer(key), "Say yes.", max_tokens=4)
+    finished(served, bearer(key), job_id)
+    before = requests.get(f"{served}/v1/usage", headers=bearer(key), timeout=30).json()
+    wait_until(lambda: not job_store().redis.exists("usage:pending", "usage:batches"), 30, "usage written through")
+    client = job_store().redis
+    for pattern in ("tenants:key:*", "usage:*", "audit:*"):
+        for name in client.scan_iter(pattern):
+            client.delete(name)
+    after = requests.get(f"{served}/v1/usage", headers=bearer(key), timeout=30)
+    assert after.status_code == 200 and after.json() == before
