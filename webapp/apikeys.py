@@ -28,7 +28,7 @@ def authenticate() -> None:
     if not web().settings.api_keys_required or request.path in PUBLIC_PATHS or request.path.startswith("/static/"):
         return
     token = _bearer_token()
-    record = key_store().lookup(token) if token else None
+    record, g.month_tokens = web().tenants.identify(token) if token else (None, None)
     if record is None:
         message = "send a valid API key as 'Authorization: Bearer <key>'" if token is None else "invalid API key"
         raise APIError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})

@@ -82,7 +82,9 @@ def ensure_budget(context: WebContext, key: dict) -> None:
     if not budget:
         return
     month = usage_month()
-    used = context.tenants.ledger.month_tokens(key["id"], month)
+    used = g.get("month_tokens")  # read with the key (webapp.apikeys), in the same round trip
+    if used is None:
+        used = context.tenants.ledger.month_tokens(key["id"], month)
     if used >= budget:
         raise APIError(429, "budget_exceeded", f"this key used {used} of its {budget} tokens for {month}; "
                        "its budget renews on the first of next month (UTC)",
