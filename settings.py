@@ -117,6 +117,8 @@ class Settings:
     statsd_admin_host: str = ""  # default: STATSD_HOST, else 127.0.0.1
     statsd_admin_port: int = 8126
     statsd_flush_interval_ms: int = 60000
+    metrics_port: int = 0  # a worker's Prometheus port (0: none); supervisord gives each worker its own
+    prometheus_url: str = ""  # the dashboard reads Prometheus's HTTP API here; empty: the platform's own figures
     queue_depth_interval_s: float = 5.0
 
     def __post_init__(self) -> None:

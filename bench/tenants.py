@@ -108,7 +108,7 @@ def bench_flood(args: argparse.Namespace) -> dict:
     from tenants.service import Tenants
 
     report = {}
-    for fair in ("1", "0"):
+    for fair in args.fair_share.split(","):
         log = Path(args.out) / f"bench-tenants-fair{fair}.log"
         with stack.platform(args.port, args.redis_url, args.slots, log, API_KEYS_REQUIRED="1", FAIR_SHARE=fair,
                             RATE_LIMIT="100000/minute") as url:
@@ -144,7 +144,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     flood.add_argument("--flooders", type=int, default=16, help="the flooding key's concurrent clients")
     flood.add_argument("--flood-max-tokens", type=int, default=32)
     flood.add_argument("--slots", type=int, default=8, help="each tier's concurrency and ENGINE_MAX_BATCH")
-    flood.add_argument("--a-max-in-flight", type=int, default=None)
+    flood.add_argument("--a-max-in-flight", type=int, default=None, help="the flooding key's --max-in-flight")
+    flood.add_argument("--fair-share", default="1,0", help="FAIR_SHARE values to run, one stack each")
     flood.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", "8870")))
     flood.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"))
     for command in (keypath, flood):

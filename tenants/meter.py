@@ -18,6 +18,7 @@ from redis.client import Pipeline
 from tenants.schema import COUNTERS
 
 PENDING = "usage:pending"
+MONTH_PREFIX = "usage:month:"
 NO_KEY = "-"  # the owner of jobs submitted without a key (API keys off)
 MONTH_TTL_S = 40 * 24 * 3600
 
@@ -39,7 +40,7 @@ def usage_month(at: Optional[float] = None) -> str:
 
 
 def month_key(owner: str, month: str) -> str:
-    return f"usage:month:{owner}:{month}"
+    return f"{MONTH_PREFIX}{owner}:{month}"
 
 
 def pending_field(owner: str, day: str, counter: str) -> str:

@@ -11,7 +11,7 @@ from settings import Settings
 from tenants.database import database_engine
 from tenants.keys import CACHE_PREFIX, UNKNOWN, KeyStore, digest
 from tenants.ledger import UsageLedger, start_flushing
-from tenants.meter import UsageMeter, month_key, usage_month
+from tenants.meter import MONTH_PREFIX, UsageMeter, usage_month
 
 # A cached key's record and, when it has a budget, its month's tokens: one round trip for both.
 _IDENTIFY = """
@@ -38,9 +38,7 @@ class Tenants:
     def identify(self, key: str) -> tuple[Optional[dict], Optional[int]]:
         """The live key's record (None: unknown or revoked) and, for a key with a budget, the tokens it
         used this month (None when not known without more work: `UsageLedger.month_tokens` builds it)."""
-        month = usage_month()
-        prefix, suffix = month_key("\0", month).split("\0")
-        reply = self._identify(keys=[CACHE_PREFIX + digest(key)], args=[prefix, suffix])
+        reply = self._identify(keys=[CACHE_PREFIX + digest(key)], args=[MONTH_PREFIX, f":{usage_month()}"])
         cached = reply[0] if reply else None
         if cached is None:
             return self.keys.lookup(key), None  # not cached: from SQL, cached for the next call

@@ -7,6 +7,7 @@ import redis
 from flask import Flask, jsonify
 from kombu.exceptions import OperationalError
 from marshmallow import ValidationError
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,12 @@ def register_error_handlers(app: Flask) -> None:
     def backend_unavailable(err: Exception):
         log.warning("backend unavailable: %s", type(err).__name__)
         return error_response(503, "service_unavailable", "the queue backend (Redis) is unreachable; retry later")
+
+    # Keys, usage and budgets read SQL only on a Redis miss; a database that is away is a 503 too.
+    @app.errorhandler(DBAPIError)
+    def database_unavailable(err: DBAPIError):
+        log.warning("database unavailable: %s", type(err.orig).__name__ if err.orig else type(err).__name__)
+        return error_response(503, "service_unavailable", "the key and usage database is unreachable; retry later")
 
     @app.errorhandler(Exception)
     def unexpected(err: Exception):
