@@ -25,7 +25,7 @@ export STATSD_ADMIN_PORT ?= 8126
 export STATSD_PREFIX ?= llm
 NODE_STAMP := node_modules/.installed
 
-.PHONY: install node-deps models browser run test test-fast stats clean blas llamacpp loadtest bench
+.PHONY: install node-deps models browser prometheus run test test-fast stats clean blas llamacpp loadtest bench
 
 $(STAMP): requirements.txt requirements-models.txt requirements-test.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,9 +59,11 @@ models: install
 ## Start Redis if needed, then the workers, Flower and the web app in the foreground.
 run: models
 	@mkdir -p $(RUN_DIR)
+	@# The web app's Prometheus files (PROMETHEUS_MULTIPROC_DIR in deploy/supervisord.conf): a fresh run starts empty.
+	@rm -rf $(RUN_DIR)/prometheus && mkdir -p $(RUN_DIR)/prometheus
 	@deploy/ensure-redis.sh
 	@$(PY) -m tenants.database
-	@echo "web app http://$(HOST):$(PORT)  flower http://$(FLOWER_HOST):$(FLOWER_PORT)  metrics: make stats  (Ctrl-C stops everything)"
+	@echo "web app http://$(HOST):$(PORT)  flower http://$(FLOWER_HOST):$(FLOWER_PORT)  metrics: make stats, http://$(HOST):$(PORT)/metrics and workers' :9101-9103/metrics  (Ctrl-C stops everything)"
 	$(VENV)/bin/supervisord --configuration deploy/supervisord.conf
 
 ## Debian's Chromium and its driver for the playground's browser test (installing needs root).
@@ -71,8 +73,22 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "not root: not installing chromium; the browser test (tests/test_playground.py) will be skipped"; fi
 
+## Debian's Prometheus (prometheus, promtool) for tests/test_prometheus_server.py (installing needs root).
+## The package's own service is never started: a policy-rc.d that refuses it is put in place for the
+## install when the host has none (Docker images ship one), and systemd hosts get the unit disabled.
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+	if [ "$$(id -u)" = 0 ]; then \
+		policy=/usr/sbin/policy-rc.d; made=; \
+		if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' >$$policy && chmod 755 $$policy && made=1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+		status=$$?; if [ -n "$$made" ]; then rm -f $$policy; fi; \
+		if [ -d /run/systemd/system ]; then systemctl disable --now --quiet prometheus 2>/dev/null || true; fi; \
+		exit $$status; \
+	else echo "not root: not installing prometheus; the Prometheus tests (tests/test_prometheus_server.py) will be skipped"; fi
+
 ## Both layers: the fast one (no model, no worker) first, then the integration layer.
-test: models browser
+test: models browser prometheus
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 

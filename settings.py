@@ -27,7 +27,7 @@ OUTSIDE_SETTINGS = frozenset({
     "FLOWER_PORT", "REDIS_MAXMEMORY", "LLAMACPP", "LLAMACPP_WHEELS", "STATSD_BIND", "TEST_REDIS_URL",
     "LOADTEST_MAX_FAIL_RATIO", "LOADTEST_THINK_MIN_S", "LOADTEST_THINK_MAX_S", "LOADTEST_SEED", "LOADTEST_POLL_S",
     "LOADTEST_JOB_TIMEOUT_S", "BENCH_PORT", "BENCH_MLX_PORT", "BENCH_REDIS_URL",
-    "TEST_DATABASE_URL",
+    "TEST_DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR",
 })
 
 
@@ -118,6 +118,7 @@ class Settings:
     statsd_admin_port: int = 8126
     statsd_flush_interval_ms: int = 60000
     metrics_port: int = 0  # a worker's Prometheus port (0: none); supervisord gives each worker its own
+    metrics_host: str = "127.0.0.1"  # the address a worker's Prometheus port binds to
     prometheus_url: str = ""  # the dashboard reads Prometheus's HTTP API here; empty: the platform's own figures
     queue_depth_interval_s: float = 5.0
 

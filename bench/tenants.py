@@ -7,7 +7,8 @@ does to another key's latency.
 `keypath` runs three apps in this process on the Redis at REDIS_URL and a throw-away SQLite file:
 API keys required (a key with a budget: lookup, budget check, usage count, rate limit), the same
 with Flask-Limiter switched off, and no keys; it alternates exact-hit requests between them, and
-the differences of the p50s are the costs of the key and usage path and of the rate limit. `flood` starts the stack as `make run` does (keys on, BENCH_PORT, BENCH_REDIS_URL) and times a
+the differences of the p50s are the costs of the key and usage path and of the rate limit. `flood`
+starts the stack as `make run` does (keys on, BENCH_PORT, BENCH_REDIS_URL) and times a
 quiet key's jobs alone, then while another key floods the small tier from many clients, with fair
 share on and off (`--a-max-in-flight` caps the flooding key too). Results go to reports/.
 """
@@ -75,18 +76,30 @@ def bench_keypath(requests_n: int) -> dict:
     return report
 
 
-def _generate(url: str, key: str, prompt: str, max_tokens: int) -> float:
+TIMINGS = ("queue_ms", "routing_ms", "first_token_ms", "generation_ms")
+
+
+def _generate(url: str, key: str, prompt: str, max_tokens: int) -> tuple[float, str]:
     started = time.perf_counter()
     response = requests.post(f"{url}/generate", json={"prompt": prompt, "max_tokens": max_tokens, "tier": "small",
                                                       "cache": False},
                              headers={"Authorization": f"Bearer {key}"}, timeout=900)
     response.raise_for_status()
-    return (time.perf_counter() - started) * 1000
+    return (time.perf_counter() - started) * 1000, response.json()["id"]
 
 
-def _quiet_run(url: str, key: str, jobs: int, max_tokens: int) -> list[float]:
-    return [_generate(url, key, f"Name a city that starts with the letter {chr(65 + n % 26)}.", max_tokens)
-            for n in range(jobs)]
+def _quiet_run(url: str, key: str, jobs: int, max_tokens: int) -> tuple[list[float], dict]:
+    """The quiet key's latencies, and the median of each part of its jobs' time (from their records)."""
+    latencies, parts = [], {name: [] for name in TIMINGS}
+    for n in range(jobs):
+        latency, job_id = _generate(url, key, f"Name a city that starts with the letter {chr(65 + n % 26)}.",
+                                    max_tokens)
+        latencies.append(latency)
+        result = requests.get(f"{url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"},
+                              timeout=30).json()["result"]
+        for name in TIMINGS:
+            parts[name].append(result[name])
+    return latencies, {name: round(statistics.median(values), 1) for name, values in parts.items()}
 
 
 def _flood(url: str, key: str, flooders: int, max_tokens: int, stop: threading.Event) -> None:
@@ -94,8 +107,10 @@ def _flood(url: str, key: str, flooders: int, max_tokens: int, stop: threading.E
         while not stop.is_set():
             try:
                 _generate(url, key, f"Write a long list of fruit, number {n}.", max_tokens)
-            except requests.RequestException:  # a 429 (cap, queue full): try again shortly
-                time.sleep(0.5)
+            except requests.HTTPError as refused:  # a 429 (cap, queue full): back off as it says
+                time.sleep(float(refused.response.headers.get("Retry-After", 1)))
+            except requests.RequestException:
+                time.sleep(1)
 
     for n in range(flooders):
         threading.Thread(target=loop, args=(n,), daemon=True).start()
@@ -118,15 +133,16 @@ def bench_flood(args: argparse.Namespace) -> dict:
             quiet, _ = keys.create("quiet")
             flooder, _ = keys.create("flooder", max_in_flight=args.a_max_in_flight)
             _quiet_run(url, quiet, 2, args.max_tokens)  # warm-up
-            idle = _quiet_run(url, quiet, args.jobs, args.max_tokens)
+            idle, idle_parts = _quiet_run(url, quiet, args.jobs, args.max_tokens)
             stop = threading.Event()
             _flood(url, flooder, args.flooders, args.flood_max_tokens, stop)
             time.sleep(10)  # let the flood fill the queue
-            flooded = _quiet_run(url, quiet, args.jobs, args.max_tokens)
+            flooded, flooded_parts = _quiet_run(url, quiet, args.jobs, args.max_tokens)
             stop.set()
             report[f"fair_share={fair}"] = {
                 "idle_p50_ms": round(percentile(idle, 50), 1), "flooded_p50_ms": round(percentile(flooded, 50), 1),
                 "ratio": round(percentile(flooded, 50) / percentile(idle, 50), 2),
+                "idle_parts_p50": idle_parts, "flooded_parts_p50": flooded_parts,
                 "idle_ms": [round(x) for x in idle], "flooded_ms": [round(x) for x in flooded]}
             print(json.dumps({f"fair_share={fair}": {k: v for k, v in report[f"fair_share={fair}"].items()
                                                      if not k.endswith("_ms") or "p50" in k}}), flush=True)

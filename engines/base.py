@@ -47,6 +47,21 @@ class Engine(Protocol):
         """Whether stalled_for() exceeds the engine's ENGINE_STALL_S."""
         ...
 
+    @property
+    def batch_width(self) -> int:
+        """Requests in the current batch; cheap, any thread (metrics read it)."""
+        ...
+
+    @property
+    def steps(self) -> int:
+        """Decode steps completed so far; cheap, any thread."""
+        ...
+
+    @property
+    def kv_usage(self) -> Optional[float]:
+        """Share of the KV cache in use (0..1), or None without a fixed KV pool; cheap, any thread."""
+        ...
+
 
 class EngineStalled(RuntimeError):
     """The engine has had work but completed no decode step for longer than ENGINE_STALL_S: the

@@ -148,10 +148,21 @@ class LlamaCppEngine(ThreadedEngine):
         self._prefix = _SharedPrefix(llama_cpp, self._memory, max_batch) if share_prefix else None
         self.start()
 
+    @property
+    def kv_usage(self) -> float:
+        """KV tokens held by running requests and the shared prefix over the pool (ENGINE_SEQ_CTX x batch).
+
+        Cells a request copied from the prefix count for both, so this is at most the true share.
+        """
+        sequences = list(self._running.values())  # one C-level copy: the engine thread cannot change it meanwhile
+        held = sum(seq.position for seq in sequences) + (len(self._prefix.tokens) if self._prefix else 0)
+        return min(1.0, held / self.kv_tokens)
+
     # --- engine thread -------------------------------------------------
 
     def _serve(self) -> None:
         running: dict[int, _Sequence] = {}
+        self._running = running  # read by batch_width and kv_usage from other threads
         try:
             while True:
                 self._admit(running)

@@ -99,6 +99,7 @@ class MLXEngine(ThreadedEngine):
             prefill_batch_size=min(self.max_batch, 8),
         )
         active: dict[int, Active] = {}
+        self._running = active  # read by batch_width from other threads
         try:
             while True:
                 self._admit(generator, active, wait=not active)

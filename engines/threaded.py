@@ -145,6 +145,7 @@ class ThreadedEngine:
         self._inbox: queue.Queue = queue.Queue()
         self._progress = Progress()
         self._stall_s = settings.engine_stall_s
+        self._running: dict = {}  # the engine loop's running requests (the loop publishes its own dict)
 
     def start(self) -> None:
         threading.Thread(target=self._run, name=f"engine-{self.model_id}", daemon=True).start()
@@ -183,6 +184,23 @@ class ThreadedEngine:
     def stalled(self) -> bool:
         """Whether the engine has had work without a decode step for longer than ENGINE_STALL_S."""
         return self.stalled_for() > self._stall_s
+
+    # --- read-only figures for metrics (any thread; no lock: single reads of ints and dicts) ---
+
+    @property
+    def batch_width(self) -> int:
+        """Requests in the engine's current batch (generating or prefilling)."""
+        return len(self._running)
+
+    @property
+    def steps(self) -> int:
+        """Decode steps completed so far (EngineStats.decode_steps)."""
+        return self.stats.decode_steps
+
+    @property
+    def kv_usage(self) -> Optional[float]:
+        """Share of the engine's KV cache in use, 0..1; None where the backend has no fixed KV pool."""
+        return None
 
     def _answers(self, request: GenerationRequest, prompt_tokens: int,
                  outbox: queue.Queue) -> Iterator[GenerationChunk]:

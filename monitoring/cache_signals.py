@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from cache.events import cache_lookup
-from monitoring import metrics
+from monitoring import metrics, prometheus
 
 
 def connect() -> None:
@@ -12,5 +12,6 @@ def connect() -> None:
 
 def count_lookup(kind: str, outcome: str = "", tier: str = "", rejected: str | None = None, **_) -> None:
     metrics.cache_lookup(kind, tier, outcome)
+    prometheus.cache_lookup(kind, outcome)
     if rejected:
         metrics.cache_guard_rejection(tier)

@@ -1,4 +1,5 @@
-"""Queue depth as a gauge: every queue's depth (jobs.queues, all priorities), sampled on a timer."""
+"""Queue depth as a gauge (StatsD and Prometheus): every queue's depth (jobs.queues, all priorities), sampled
+on a timer."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +9,7 @@ from typing import Mapping, Sequence
 import redis
 
 from jobs.queues import QUEUES, queue_depths
-from monitoring import metrics
+from monitoring import metrics, prometheus
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +19,7 @@ def sample_once(client: redis.Redis, transport_options: Mapping, queues: Sequenc
     depths = queue_depths(client, transport_options, queues)
     for queue, depth in depths.items():
         metrics.queue_depth(queue, depth)
+        prometheus.queue_depth(queue, depth)
     return depths
 
 

@@ -6,6 +6,8 @@ handlers (job lifecycle, metrics), and nothing else imports it but Celery's comm
 from celery import Celery
 
 from celeryconfig import celery_config
+from engines.provider import loaded_engine
+from jobs.queues import TIERS
 from monitoring import celery_signals
 from routing.embedder import keep_hub_offline
 from settings import get_settings
@@ -20,7 +22,9 @@ def create_celery_app() -> Celery:
     celery = Celery("llm_platform", include=["tasks.routing", "tasks.small", "tasks.large"])
     celery.conf.update(celery_config(settings, worker=True))
     lifecycle.connect_signals()
-    celery_signals.connect_worker_signals(lambda: worker_context().store, settings.queue_depth_interval_s)
+    celery_signals.connect_worker_signals(lambda: worker_context().store, settings.queue_depth_interval_s,
+                                          engines=lambda: {tier: loaded_engine(tier) for tier in TIERS},
+                                          metrics_host=settings.metrics_host, metrics_port=settings.metrics_port)
     return celery
 
 

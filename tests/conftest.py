@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import free_udp_port
+from helpers import free_port, free_udp_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -36,6 +36,8 @@ WORKERS = {
     "small": ["-Q", "small-queue", "--concurrency", "4"],
     "large": ["-Q", "large-queue", "--concurrency", "4"],
 }
+# Each session worker serves Prometheus on a port of its own (METRICS_PORT), the same one when a test restarts it.
+METRICS_PORTS: dict[str, int] = {}
 
 
 # Modules whose tests load the generation model in the test process (no worker fixture to tell).
@@ -63,7 +65,8 @@ def start_worker(name: str, log_dir: Path, extra_env: dict | None = None,
 
     `args` replace WORKERS[name] (queue and concurrency) for workers a test starts on its own.
     """
-    env = {**os.environ, "ENGINE_MAX_BATCH": "4", **(extra_env or {})}
+    ports = {"METRICS_PORT": str(METRICS_PORTS.setdefault(name, free_port()))} if name in WORKERS else {}
+    env = {**os.environ, "ENGINE_MAX_BATCH": "4", **ports, **(extra_env or {})}
     log = open(log_dir / f"{name}.log", "ab")
     cmd = [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-n", f"{name}-test@%h",
            "--pool", "threads", "--loglevel", "INFO", "--without-mingle", "--without-gossip", *(args or WORKERS[name])]
@@ -135,6 +138,12 @@ def workers(artifacts_dir):
     finally:
         for proc in procs.values():
             stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def worker_metrics_urls(workers) -> dict[str, str]:
+    """Each session worker's Prometheus endpoint: name (routing, small, large) -> URL."""
+    return {name: f"http://127.0.0.1:{METRICS_PORTS[name]}/metrics" for name in WORKERS}
 
 
 def serve_web(log_path: Path, **env_changes: str):

@@ -4,7 +4,9 @@ from __future__ import annotations
 import functools
 import socket
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Iterator
 
 from settings import get_settings
@@ -77,10 +79,16 @@ def free_port() -> int:
 
 
 def web_command(port: int, graceful_timeout_s: int = 10) -> list[str]:
-    """gunicorn serving the web app as deployed (the gevent worker), one worker, on 127.0.0.1:`port`."""
-    return [sys.executable, "-m", "gunicorn", "--worker-class", "gevent", "--worker-connections", "2000",
-            "--workers", "1", "--graceful-timeout", str(graceful_timeout_s), "--no-control-socket",
-            "--bind", f"127.0.0.1:{port}", "wsgi:app"]
+    """gunicorn serving the web app as deployed (the gevent worker, its config, Prometheus's multiprocess
+    mode in a new temporary directory of this server's own), one worker, on 127.0.0.1:`port`."""
+    # A new folder per server, under test-artifacts (gitignored, emptied with each session's logs), not /tmp.
+    parent = Path(__file__).resolve().parent.parent / "test-artifacts" / "logs" / "prometheus"
+    parent.mkdir(parents=True, exist_ok=True)
+    multiprocess_dir = tempfile.mkdtemp(prefix=f"{port}-", dir=parent)
+    return [sys.executable, "-m", "gunicorn", "-c", "python:monitoring.gunicorn_conf",
+            "--env", f"PROMETHEUS_MULTIPROC_DIR={multiprocess_dir}", "--worker-class", "gevent",
+            "--worker-connections", "2000", "--workers", "1", "--graceful-timeout", str(graceful_timeout_s),
+            "--no-control-socket", "--bind", f"127.0.0.1:{port}", "wsgi:app"]
 
 
 def free_udp_port() -> int:

@@ -104,7 +104,8 @@ def test_a_flood_from_one_key_leaves_at_most_one_batch_ahead_of_another_keys_job
     finished(served, bearer(tenants["quiet"][0]), quiet)
     record = job_store().get(quiet)
     started = {job_id: job_store().get(job_id).get("generation_started_at") for job_id in flood}
-    ahead = [job_id for job_id, at in started.items() if at and record["created_at"] < at < record["generation_started_at"]]
+    window = (record["created_at"], record["generation_started_at"])
+    ahead = [job_id for job_id, at in started.items() if at and window[0] < at < window[1]]
     print(f"flood jobs that started between the quiet job's submission and its start: {len(ahead)} "
           f"(bound: {SLOTS}, one per slot)")
     assert len(ahead) <= SLOTS

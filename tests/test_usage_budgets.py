@@ -179,6 +179,7 @@ def test_keys_and_usage_survive_a_redis_restart(artifacts_dir):
 
 def test_an_unreachable_database_is_a_503_not_a_500():
     """A key not in Redis is read from SQL; with the database away that is a 503 in the JSON error shape."""
-    client = app_with(api_keys_required=True, database_url="postgresql+psycopg://postgres@127.0.0.1:1/gone").test_client()
+    gone = "postgresql+psycopg://postgres@127.0.0.1:1/gone"
+    client = app_with(api_keys_required=True, database_url=gone).test_client()
     response = client.get("/v1/jobs", headers=bearer("llmq_never-seen-before"))
     assert response.status_code == 503 and response.get_json()["error"]["code"] == "service_unavailable"

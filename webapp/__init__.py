@@ -9,6 +9,7 @@ from monitoring.flask_hooks import register_request_metrics
 from settings import Settings, get_settings, is_loopback
 from webapp.context import EXTENSION, WebContext
 from webapp.errors import register_error_handlers
+from webapp.metrics import bp as metrics_bp
 from webapp.submission import mark_request_start
 
 
@@ -33,17 +34,19 @@ def create_app(settings: Optional[Settings] = None, test_config: Optional[dict] 
     context.tenants.start_flushing(settings)
     app.json.sort_keys = False
 
-    from webapp import (apikeys, cli, health, jobs, openai_api, openapi, playground, ratelimit, recent, stream,
-                        usage)
+    from webapp import (apikeys, cli, dashboard, health, jobs, openai_api, openapi, playground, ratelimit, recent,
+                        stream, usage)
 
     apikeys.init_app(app)  # before the limiter: it counts per key
     # Every route that queues a job shares one budget; every route that reads or cancels, another.
     ratelimit.init_app(app, settings, submissions=(jobs.bp, openai_api.bp),
-                       reads=(jobs.bp, stream.bp, recent.bp, openai_api.bp, usage.bp))
-    for blueprint in (jobs.bp, health.bp, stream.bp, recent.bp, usage.bp, openai_api.bp, playground.bp, openapi.bp):
+                       reads=(jobs.bp, stream.bp, recent.bp, openai_api.bp, usage.bp, dashboard.bp))
+    for blueprint in (jobs.bp, health.bp, stream.bp, recent.bp, usage.bp, openai_api.bp, playground.bp, openapi.bp,
+                      dashboard.bp):
         app.register_blueprint(blueprint)
     cli.init_app(app)
     app.before_request(mark_request_start)  # every request's deadlines count from its start
     register_error_handlers(app)
     register_request_metrics(app)
+    app.register_blueprint(metrics_bp)  # GET /metrics: Prometheus (webapp/metrics.py)
     return app

@@ -10,8 +10,9 @@ from tenants.keys import KeyStore
 from webapp.context import web
 from webapp.errors import APIError
 
-# Paths anyone may call: the probes, the API description and the playground page (it asks for a key).
-PUBLIC_PATHS = ("/", "/health", "/ready", "/openapi.json")
+# Paths anyone may call: the probes, the API description and the playground and dashboard pages (they
+# ask for a key; their data come from API calls that need one).
+PUBLIC_PATHS = ("/", "/dashboard", "/health", "/ready", "/openapi.json")
 
 
 def key_store() -> KeyStore:

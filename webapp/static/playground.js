@@ -1,80 +1,15 @@
 // Playground: submit a prompt to /v1/jobs, follow /v1/jobs/<id>/stream, show routing and latency.
-// With API keys on, every call carries the key typed into #api-key (kept in sessionStorage only).
+// With API keys on, every call carries the key typed into #api-key (apikey.js keeps it in sessionStorage).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const RECENT_REFRESH_MS = 5000;
 const STREAM_RETRIES = 3;
 const STREAM_RETRY_MS = 1000;
-// sessionStorage: the key lasts as long as this tab, other tabs and later visits never see it, and,
-// unlike a cookie, the browser never sends it on its own.
-const KEY_STORAGE = "playground.apiKey";
 let streaming = null; // the AbortController of the stream being followed
 
-class ApiError extends Error {
-  constructor(status, message) {
-    super(message);
-    this.status = status;
-  }
-}
-
-function keysRequired() {
-  return Boolean($("api-key"));
-}
-
-function apiKey() {
-  return keysRequired() ? (sessionStorage.getItem(KEY_STORAGE) || "") : "";
-}
-
-function authHeader() {
-  const key = apiKey();
-  return key ? { Authorization: `Bearer ${key}` } : {};
-}
-
-function showKeyProblem(text) {
-  const field = $("api-key");
-  if (!field) return;
-  $("key-message").textContent = text;
-  field.setAttribute("aria-invalid", text ? "true" : "false");
-}
-
-// Every call of the page goes through here, so none can forget the key.
-async function api(path, options = {}) {
-  const response = await fetch(path, { ...options, headers: { ...authHeader(), ...(options.headers || {}) } });
-  if (response.ok) {
-    showKeyProblem("");
-    return response;
-  }
-  const message = describeError(await response.json().catch(() => null));
-  if (response.status === 401) {
-    showKeyProblem(apiKey() ? `The API key was refused (401): ${message}.` : "Enter your API key first (401).");
-  }
-  throw new ApiError(response.status, message);
-}
-
-function saveKey() {
-  const key = $("api-key").value.trim();
-  if (key) sessionStorage.setItem(KEY_STORAGE, key);
-  else sessionStorage.removeItem(KEY_STORAGE);
-  showKeyProblem("");
-  showJobs([]); // the list belonged to the previous key
-}
-
-// Enter in the key field (or "Use key") checks the key at once by loading its jobs.
-function useKey(event) {
-  event.preventDefault();
-  saveKey();
-  if (apiKey()) refreshRecent();
-  else showKeyProblem("Enter your API key first.");
-}
-
-function setUpKeyField() {
-  const field = $("api-key");
-  if (!field) return;
-  field.value = apiKey();
-  field.addEventListener("input", saveKey);
-  $("key-form").addEventListener("submit", useKey);
-}
+// The key field and every API call: webapp/static/apikey.js, shared with the dashboard.
+const { ApiError, api } = ApiKey;
 
 function setStatus(text, state) {
   const status = $("status");
@@ -84,12 +19,6 @@ function setStatus(text, state) {
 
 function ms(value) {
   return typeof value === "number" ? `${Math.round(value)} ms` : "—";
-}
-
-function describeError(body) {
-  const error = (body && body.error) || {};
-  const fields = error.fields ? ` (${Object.keys(error.fields).join(", ")})` : "";
-  return `${error.message || "request failed"}${fields}`;
 }
 
 function resetPanels() {
@@ -263,8 +192,8 @@ async function submitPrompt(event) {
     $("prompt").focus();
     return;
   }
-  if (keysRequired() && !apiKey()) {
-    showKeyProblem("Enter your API key first.");
+  if (ApiKey.required() && !ApiKey.current()) {
+    ApiKey.showProblem("Enter your API key first.");
     setStatus("An API key is needed.", "error");
     $("api-key").focus();
     return;
@@ -323,7 +252,7 @@ function showJobs(jobs) {
 
 // The caller's recent jobs: with API keys on, /v1/jobs lists only the jobs of the key sent.
 async function refreshRecent() {
-  if (keysRequired() && !apiKey()) return; // nothing to ask for yet: no 401 before the key is typed
+  if (ApiKey.required() && !ApiKey.current()) return; // nothing to ask for yet: no 401 before the key is typed
   try {
     const response = await api("/v1/jobs?limit=10");
     showJobs((await response.json()).jobs);
@@ -339,7 +268,7 @@ function onPromptKey(event) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  setUpKeyField();
+  ApiKey.setUp({ onChange: () => showJobs([]), onUse: refreshRecent });
   $("prompt-form").addEventListener("submit", submitPrompt);
   $("prompt").addEventListener("keydown", onPromptKey);
   $("refresh-recent").addEventListener("click", refreshRecent);
