@@ -17,7 +17,7 @@ from datetime import date, datetime, timezone
 from typing import Iterable, Optional
 
 import redis
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, insert, select
 
 from tenants.audit import AUDIT_PENDING
 from tenants.keys import epoch, now

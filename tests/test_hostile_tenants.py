@@ -5,12 +5,11 @@ Redis state lost with keys still working. The cross-tenant matrix is written to
 test-artifacts/tenant-matrix.md."""
 from __future__ import annotations
 
-import time
 
 import pytest
 import requests
 
-from conftest import ROOT, serve_web, stop_process
+from conftest import serve_web, stop_process
 from helpers import app_with, iter_sse, job_store, new_api_key
 from workerctl import wait_until
 
@@ -125,25 +124,45 @@ def test_usage_matches_the_tokens_generated(served):
 
 
 def test_usage_matches_the_tokens_generated_on_sqlite_too(workers, artifacts_dir, tmp_path):
+    """A deployment of its own on SQLite: its own Redis (a shared one would let the session's web
+    servers write its usage through to their PostgreSQL), web app, routing and small worker."""
+    import redis
+
+    from conftest import start_worker
+    from helpers import free_port
+    from jobs.presence import live_counts
+    from settings import get_settings
     from tenants.database import upgrade
+    from tenants.service import Tenants
+    from workerctl import redis_server, stop_warm
 
-    url = f"sqlite:///{tmp_path / 'platform.db'}"
-    upgrade(url)
-    proc, base = serve_web(artifacts_dir / "logs" / "web-sqlite.log", API_KEYS_REQUIRED="1", DATABASE_URL=url)
+    database, port = f"sqlite:///{tmp_path / 'platform.db'}", free_port()
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    upgrade(database)
+    server = redis_server(port, artifacts_dir / "logs")
+    env = {"REDIS_URL": redis_url, "DATABASE_URL": database}
+    procs = [start_worker(f"sqlite-{queue}", artifacts_dir / "logs", env, ["-Q", queue, "--concurrency", "2"])
+             for queue in ("small-queue", "routing")]
+    web, base = serve_web(artifacts_dir / "logs" / "web-sqlite.log", API_KEYS_REQUIRED="1", **env)
     try:
-        from tenants.service import Tenants
-        from settings import get_settings
-
-        key, _ = Tenants.build(get_settings().replace(database_url=url), job_store().redis).keys.create("on sqlite")
+        client = redis.Redis.from_url(redis_url)
+        wait_until(lambda: live_counts(client, ["routing", "small-queue"], 2.0) == {"routing": 1, "small-queue": 1},
+                   TIMEOUT, "the SQLite deployment's workers")
+        settings = get_settings().replace(database_url=database, redis_url=redis_url)
+        key, _ = Tenants.build(settings, client).keys.create("on sqlite")
         job_id = submit(base, bearer(key), "Name three rivers.", max_tokens=10)
         view = finished(base, bearer(key), job_id)
-        wait_until(lambda: requests.get(f"{base}/v1/usage", headers=bearer(key), timeout=30).json()["days"], 30,
-                   "usage on SQLite")
         today = requests.get(f"{base}/v1/usage", headers=bearer(key), timeout=30).json()["days"][-1]
         assert (today["completion_tokens"], today["prompt_tokens"]) == (view["result"]["tokens"],
                                                                         view["result"]["prompt_tokens"])
+        wait_until(lambda: not client.exists("usage:pending", "usage:batches"), 30, "usage written to SQLite")
+        assert requests.get(f"{base}/v1/usage", headers=bearer(key), timeout=30).json()["days"][-1] == today
     finally:
-        stop_process(proc)
+        stop_process(web)
+        for proc in procs:
+            stop_warm(proc, timeout=60)
+        server.kill()
+        server.wait()
 
 
 def test_a_budget_spent_mid_stream_finishes_the_stream_then_refuses_the_key(served):
