@@ -72,7 +72,7 @@ function makeCharts() {
   // minBarLength: a cache hit's few milliseconds would not show beside a generation's seconds.
   makeChart("chart-jobs", "bar", SPLIT.map(([part, label, color]) => ({
     label, data: [], backgroundColor: color, minBarLength: part === "cache" ? 4 : 0 })),
-            { indexAxis: "y", scales: { x: msAxis(true), y: { stacked: true } } });
+            { indexAxis: "y", scales: { x: msAxis(true), y: { stacked: true, ticks: { autoSkip: false } } } });
 }
 
 function setChart(id, labels, ...series) {
