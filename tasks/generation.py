@@ -60,6 +60,8 @@ def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing:
             finish_reason = chunk.finish_reason
             prompt_tokens = chunk.prompt_tokens
     if finish_reason == "cancelled" and watch.reason == "timeout":
+        # What this tier generated before it gave up was work done: it is billed before the job moves on.
+        context.meter.record(job.get("key_id"), prompt_tokens=prompt_tokens, completion_tokens=tokens)
         _fall_back(context, task, tier, job, routing, "timeout", SoftTimeLimitExceeded(
             f"the {tier} tier did not finish within {task.soft_time_limit:g}s"))
     finished = time.time()

@@ -90,15 +90,21 @@ class KeyStore:
         return _record(row) if row else None
 
     def revoke(self, key_id: str, actor: str = "operator") -> bool:
-        """Revoke the key: every process refuses it from its next request on. False if no live key has that id."""
+        """Revoke the key: every process refuses it from its next request on. False if no key has that id.
+
+        Revoking a revoked key again redoes the Redis step (the tombstone), so a revocation that
+        failed half way (SQL done, Redis away) can simply be repeated.
+        """
         moment = now()
         with self.engine.begin() as connection:
-            row = connection.execute(select(api_keys.c.digest).where(
-                api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))).first()
+            row = connection.execute(select(api_keys.c.digest, api_keys.c.revoked_at).where(
+                api_keys.c.id == key_id)).first()
             if row is None:
                 return False
-            connection.execute(update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=moment))
-            connection.execute(insert(audit_log).values(at=moment, actor=actor, action="key_revoked", subject=key_id))
+            if row.revoked_at is None:
+                connection.execute(update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=moment))
+                connection.execute(insert(audit_log).values(at=moment, actor=actor, action="key_revoked",
+                                                            subject=key_id))
         self.redis.set(CACHE_PREFIX + row.digest, UNKNOWN, ex=self.cache_ttl_s)
         return True
 

@@ -78,12 +78,20 @@ class UsageLedger:
         self._take = client.register_script(_TAKE_BATCH)
 
     def flush(self) -> int:
-        """Write everything pending to SQL; the number of batches applied."""
+        """Write everything pending to SQL; the number of batches applied.
+
+        Batches a flusher took and did not finish (it died, or SQL was away) go first; while any is
+        left, no new one is taken, so an SQL outage leaves one growing pending hash, not a batch per
+        flush of every process.
+        """
+        applied = 0
+        for member in self.redis.smembers(BATCHES):
+            applied += self._apply(member.decode())  # raises while SQL is away: retried next flush
         batch_id = uuid.uuid4().hex
-        self._take(keys=[PENDING, AUDIT_PENDING, usage_batch_key(batch_id), audit_batch_key(batch_id), BATCHES],
-                   args=[batch_id])
-        # Also batches a flusher took and did not finish (it died, or lost Redis half way).
-        return sum(self._apply(member.decode()) for member in self.redis.smembers(BATCHES))
+        if self._take(keys=[PENDING, AUDIT_PENDING, usage_batch_key(batch_id), audit_batch_key(batch_id), BATCHES],
+                      args=[batch_id]):
+            applied += self._apply(batch_id)
+        return applied
 
     def _apply(self, batch_id: str) -> bool:
         usage = _counts(self.redis.hgetall(usage_batch_key(batch_id)).items())

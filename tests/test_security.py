@@ -68,7 +68,8 @@ def test_keys_are_stored_hashed_and_managed_by_the_cli(keyed_app):
     assert key_id in listing and "ci-bot" in listing and key not in listing
     assert runner.invoke(args=["keys", "revoke", key_id]).exit_code == 0
     assert key_id not in runner.invoke(args=["keys", "list"]).output
-    assert runner.invoke(args=["keys", "revoke", key_id]).exit_code != 0
+    assert runner.invoke(args=["keys", "revoke", key_id]).exit_code == 0, "repeating a revocation redoes it"
+    assert runner.invoke(args=["keys", "revoke", "nosuchid"]).exit_code != 0
     assert runner.invoke(args=["keys", "create", "--name", "x", "--rate-limit", "lots"]).exit_code != 0
 
 

@@ -181,5 +181,13 @@ def test_an_unreachable_database_is_a_503_not_a_500():
     """A key not in Redis is read from SQL; with the database away that is a 503 in the JSON error shape."""
     gone = "postgresql+psycopg://postgres@127.0.0.1:1/gone"
     client = app_with(api_keys_required=True, database_url=gone).test_client()
-    response = client.get("/v1/jobs", headers=bearer("llmq_never-seen-before"))
+    response = client.get("/v1/jobs", headers=bearer("llmq_" + "x" * 43))  # well formed, never cached
     assert response.status_code == 503 and response.get_json()["error"]["code"] == "service_unavailable"
+
+
+def test_a_malformed_key_is_refused_without_a_lookup(client):
+    """Tokens that are not shaped like a key never reach Redis or SQL (each would cost a read)."""
+    for token in ("llmq_short", "x" * 48, "llmq_" + "!" * 43):
+        response = client.get("/v1/jobs", headers=bearer(token))
+        assert response.status_code == 401 and response.get_json()["error"]["code"] == "unauthorized"
+    assert not list(job_store().redis.scan_iter("tenants:key:*" + digest("llmq_short")))

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from typing import Optional
 
+import re
+
 from flask import Flask, g, request
 
 from tenants.keys import KeyStore
 from webapp.context import web
 from webapp.errors import APIError
 
+# What `tenants.keys` hands out: anything else is refused before Redis or SQL is asked (random
+# tokens would each cost an SQL read otherwise).
+KEY_SHAPE = re.compile(r"^llmq_[A-Za-z0-9_-]{43}$")
 # Paths anyone may call: the probes, the API description and the playground and dashboard pages (they
 # ask for a key; their data come from API calls that need one).
 PUBLIC_PATHS = ("/", "/dashboard", "/health", "/ready", "/openapi.json")
@@ -29,7 +34,8 @@ def authenticate() -> None:
     if not web().settings.api_keys_required or request.path in PUBLIC_PATHS or request.path.startswith("/static/"):
         return
     token = _bearer_token()
-    record, g.month_tokens = web().tenants.identify(token) if token else (None, None)
+    well_formed = token is not None and KEY_SHAPE.match(token)
+    record, g.month_tokens = web().tenants.identify(token) if well_formed else (None, None)
     if record is None:
         message = "send a valid API key as 'Authorization: Bearer <key>'" if token is None else "invalid API key"
         raise APIError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})

@@ -68,10 +68,11 @@ def list_keys(include_revoked: bool) -> None:
 @keys.command("revoke")
 @click.argument("key_id")
 def revoke_key(key_id: str) -> None:
-    """Revoke the key with id KEY_ID: it is refused from its next request on, and its unfinished jobs are cancelled."""
+    """Revoke the key with id KEY_ID: it is refused from its next request on, and its unfinished jobs are
+    cancelled. Running it again for a revoked key repeats both (after a revocation that failed half way)."""
     upgrade(web().settings.database())
     if not key_store().revoke(key_id):
-        raise click.ClickException(f"no live key with id {key_id}")
+        raise click.ClickException(f"no key with id {key_id}")
     cancelled = cancel_jobs_of(key_id)
     web().tenants.ledger.flush()  # the cancels' audit entries reach SQL before this process ends
     click.echo(f"revoked key {key_id}; cancelled {cancelled} unfinished job(s)")

@@ -7,7 +7,7 @@ import redis
 from flask import Flask, jsonify
 from kombu.exceptions import OperationalError
 from marshmallow import ValidationError
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -67,10 +67,11 @@ def register_error_handlers(app: Flask) -> None:
         log.warning("backend unavailable: %s", type(err).__name__)
         return error_response(503, "service_unavailable", "the queue backend (Redis) is unreachable; retry later")
 
-    # Keys, usage and budgets read SQL only on a Redis miss; a database that is away is a 503 too.
-    @app.errorhandler(DBAPIError)
-    def database_unavailable(err: DBAPIError):
-        log.warning("database unavailable: %s", type(err.orig).__name__ if err.orig else type(err).__name__)
+    # Keys, usage and budgets read SQL only on a Redis miss; a database that is away (or a connection
+    # pool that stays exhausted) is a 503 too.
+    @app.errorhandler(SQLAlchemyError)
+    def database_unavailable(err: SQLAlchemyError):
+        log.warning("database unavailable: %s", type(getattr(err, "orig", None) or err).__name__)
         return error_response(503, "service_unavailable", "the key and usage database is unreachable; retry later")
 
     @app.errorhandler(Exception)
