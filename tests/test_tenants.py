@@ -155,3 +155,22 @@ def test_a_key_at_its_cap_still_gets_answers_from_the_cache(tenants):
         assert hit.status_code == 200 and hit.get_json()["result"]["response"] == "Yes."
     finally:
         client.delete(f"/v1/jobs/{running}", headers=headers)
+
+
+def test_parallel_submissions_cannot_slip_past_the_cap(tenants):
+    """The cap is reserved in one Redis step: of 12 submissions at once, exactly the cap's worth queue."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client, _, _ = tenants
+    headers = limited_key(max_in_flight=3)
+    body = {"prompt": "all at once", "max_tokens": 2, "cache": False}
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        responses = list(pool.map(lambda _: client.application.test_client().post("/v1/jobs", json=body,
+                                                                                 headers=headers), range(12)))
+    accepted = [response.get_json()["id"] for response in responses if response.status_code == 202]
+    try:
+        assert len(accepted) == 3, [response.status_code for response in responses]
+        assert {response.status_code for response in responses} == {202, 429}
+    finally:
+        for job_id in accepted:
+            client.delete(f"/v1/jobs/{job_id}", headers=headers)

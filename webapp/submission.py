@@ -9,7 +9,7 @@ from typing import Optional
 from flask import g, has_request_context
 
 from cache.entries import cached_result, pointer_fields, pointer_request
-from jobs.owners import in_flight, track_in_flight
+from jobs.owners import in_flight, release_in_flight, reserve_in_flight
 from jobs.queues import DEFAULT_PRIORITY
 from jobs.recent import PROMPT_PREVIEW_CHARS, remember_job
 from jobs.status import is_final
@@ -38,13 +38,15 @@ def submit_job(job: dict) -> dict:
                          **pointer_fields(result, context.exact_cache.entry_key(job), now))
         return {**{k: v for k, v in record.items() if k != "result_ref"}, "result": result}
     if key:
-        job = with_fair_share(context, key, job)
-    ensure_capacity(context, job)
-    record = _record(context, job_id, job, in_flight=True)
+        job = with_fair_share(context, key, job, job_id)
     try:
+        ensure_capacity(context, job)
+        record = _record(context, job_id, job, in_flight=True)
         context.broker.submit(job_id, job)
     except Exception:
         context.store.delete(job_id)
+        if key:
+            release_in_flight(context.store, key["id"], job_id)
         raise
     return record
 
@@ -58,16 +60,18 @@ def as_key_runs_it(key: dict, job: dict) -> dict:
     return job
 
 
-def with_fair_share(context: WebContext, key: dict, job: dict) -> dict:
-    """The job at its fair priority, or a 429 when the key has its cap of unfinished jobs.
+def with_fair_share(context: WebContext, key: dict, job: dict, job_id: str) -> dict:
+    """The job at its fair priority, counted among the key's jobs in flight; or a 429 when the key has
+    its cap of unfinished jobs (reserved atomically: parallel submissions cannot all slip under it).
 
     Checked only for jobs that will queue (a cache answer needs no worker). With FAIR_SHARE on, each
     full batch of the key's jobs already unfinished (ENGINE_MAX_BATCH, the slots of a tier) lowers
     this one's priority by a step: a key that floods the queue has at most one batch ahead of
     another key's job at the same priority, so the other waits for one job per slot at most.
     """
-    running = in_flight(context.store, key["id"])
-    if key.get("max_in_flight") and running >= key["max_in_flight"]:
+    in_flight(context.store, key["id"])  # takes ended jobs out of the count
+    running = reserve_in_flight(context.store, key["id"], job_id, key.get("max_in_flight"))
+    if running is None:
         raise APIError(429, "too_many_jobs", f"this key has {key['max_in_flight']} unfinished jobs, its limit; "
                        "retry when one ends", headers={"Retry-After": str(context.settings.queue_retry_after_s)})
     if not context.settings.fair_share:
@@ -98,13 +102,11 @@ def seconds_to_next_month() -> int:
 
 
 def _record(context: WebContext, job_id: str, job: dict, in_flight: bool = False, **fields) -> dict:
-    """Create the job record, list it among the recent jobs (and, when it is queued, among its
-    key's jobs in flight) and count the request for its key, in one round trip to Redis."""
+    """Create the job record, list it among the recent jobs and count the request for its key (a
+    cache hit when it is not queued), in one round trip to Redis."""
     pipe = context.store.redis.pipeline()
     record = context.store.create(job_id, job, pipe=pipe, **fields)
     remember_job(context.store, job_id, context.settings.recent_jobs_max, pipe, owner=job.get("key_id"))
-    if in_flight and job.get("key_id"):
-        track_in_flight(context.store, job["key_id"], job_id, pipe)
     context.tenants.meter.record(job.get("key_id"), pipe, requests=1, cache_hits=int(not in_flight))
     pipe.execute()
     return record
