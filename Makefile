@@ -59,8 +59,6 @@ models: install
 ## Start Redis if needed, then the workers, Flower and the web app in the foreground.
 run: models
 	@mkdir -p $(RUN_DIR)
-	@# The web app's Prometheus files (PROMETHEUS_MULTIPROC_DIR in deploy/supervisord.conf): a fresh run starts empty.
-	@rm -rf $(RUN_DIR)/prometheus && mkdir -p $(RUN_DIR)/prometheus
 	@deploy/ensure-redis.sh
 	@$(PY) -m tenants.database
 	@echo "web app http://$(HOST):$(PORT)  flower http://$(FLOWER_HOST):$(FLOWER_PORT)  metrics: make stats, http://$(HOST):$(PORT)/metrics and workers' :9101-9103/metrics  (Ctrl-C stops everything)"
@@ -101,7 +99,9 @@ stats:
 	@$(PY) -m monitoring.stats
 
 clean:
-	rm -rf $(RUN_DIR) .pytest_cache
+	@# Everything in RUN_DIR but the keys, usage and audit database (platform.db): clean is not a reset of tenants.
+	@if [ -d $(RUN_DIR) ]; then find $(RUN_DIR) -mindepth 1 -maxdepth 1 ! -name 'platform.db*' -exec rm -rf {} +; fi
+	rm -rf .pytest_cache
 
 ## Load test the stack that `make run` serves (start it in another terminal first).
 ## Headless; Locust's HTML and CSV reports go into reports/.

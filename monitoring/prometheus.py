@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Mapping, Optional
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics,
                                start_http_server)
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -275,7 +275,10 @@ def web_exposition(live: Optional[Mapping[str, int]], accept: str = "") -> tuple
     else:
         registry.register(recorded().registry)
     registry.register(_Fixed(web_state(live)))
-    encode, content_type = choose_encoder(accept)
+    try:
+        encode, content_type = choose_encoder(accept)
+    except (TypeError, ValueError):  # a malformed Accept (e.g. `version=abc`): the plain text format
+        encode, content_type = generate_latest, CONTENT_TYPE_LATEST
     return encode(registry), content_type
 
 

@@ -11,6 +11,7 @@ import socket
 import sys
 from collections import defaultdict
 
+from monitoring.figures import percentile
 from settings import get_settings
 
 NUMBER = r"-?\d+(?:\.\d+)?(?:e[+-]?\d+)?"
@@ -44,10 +45,6 @@ def parse_timers(text: str) -> dict[str, tuple[list[float], int]]:
         hidden = sum(int(n) for n in MORE_ITEMS.findall(body))
         timers[name] = (shown, len(shown) + hidden)
     return timers
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def report(counters: dict, timers: dict, gauges: dict, status: dict, prefix: str, window_s: float) -> str:

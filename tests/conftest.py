@@ -21,9 +21,6 @@ TEST_SCHEMA = f"llmq_test_{os.getpid()}"
 # Set before any project module reads its configuration.
 os.environ["REDIS_URL"] = TEST_REDIS_URL
 os.environ["DATABASE_URL"] = f"{TEST_DATABASE_URL}?options=-csearch_path%3D{TEST_SCHEMA}"
-# Test apps never write usage through in the background (tests flush when they mean to); the served
-# web app (live_server) does, as deployed.
-os.environ["USAGE_FLUSH_S"] = "0"
 os.environ["HOST"] = "127.0.0.1"  # the tests serve on loopback, whatever the shell's HOST says
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

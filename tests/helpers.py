@@ -85,7 +85,7 @@ def web_command(port: int, graceful_timeout_s: int = 10) -> list[str]:
     parent = Path(__file__).resolve().parent.parent / "test-artifacts" / "logs" / "prometheus"
     parent.mkdir(parents=True, exist_ok=True)
     multiprocess_dir = tempfile.mkdtemp(prefix=f"{port}-", dir=parent)
-    return [sys.executable, "-m", "gunicorn", "-c", "python:monitoring.gunicorn_conf",
+    return [sys.executable, "-m", "gunicorn", "-c", "python:gunicorn_conf",
             "--env", f"PROMETHEUS_MULTIPROC_DIR={multiprocess_dir}", "--worker-class", "gevent",
             "--worker-connections", "2000", "--workers", "1", "--graceful-timeout", str(graceful_timeout_s),
             "--no-control-socket", "--bind", f"127.0.0.1:{port}", "wsgi:app"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"webapp", "tasks", "engines", "routing", "cache", "monitoring", "jobs", "tenants", "loadtest", "bench"}
-MODULES = {"settings", "celeryconfig", "wsgi"}
+MODULES = {"settings", "celeryconfig", "wsgi", "gunicorn_conf"}
 TOP_LEVEL = PACKAGES | MODULES
 EXCLUDED_DIRS = {"tests", ".venv", "node_modules", "__pycache__", ".git", "test-artifacts", ".models", ".run"}
 

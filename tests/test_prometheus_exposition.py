@@ -94,10 +94,19 @@ def test_the_web_app_exposes_its_http_families(client):
 
 
 def test_the_web_app_reads_worker_presence_and_redis_at_each_scrape(client):
-    _, samples = scrape(client)
+    from jobs.presence import beat, leave
+    from helpers import job_store
+
+    redis = job_store().redis
+    before = label_values(scrape(client)[1], "llm_workers_live", "queue")
+    beat(redis, "scrape-test@host", {"routing"}, set(), get_settings().worker_heartbeat_s)
+    try:
+        _, samples = scrape(client)
+    finally:
+        leave(redis, "scrape-test@host", {"routing"})
     assert value(samples, "llm_redis_up") == 1
     live = label_values(samples, "llm_workers_live", "queue")
-    assert set(live) == set(QUEUES) and all(count >= 0 and count == int(count) for count in live.values())
+    assert set(live) == set(QUEUES) and live["routing"] == before["routing"] + 1, "read at each scrape"
 
 
 def test_redis_down_reads_as_redis_up_0():
@@ -354,3 +363,10 @@ def test_the_served_web_app_exposes_presence(live_server):
 def _scraped_when(url: str, condition):
     text, samples = scrape_url(url)
     return (text, samples) if condition(samples) else None
+
+
+def test_a_malformed_accept_header_still_gets_the_text_format(client):
+    """prometheus_client's encoder choice raises on a bad version: that is the plain format, never a 500."""
+    for accept in ("text/plain; version=abc", "application/openmetrics-text; version=x"):
+        response = client.get("/metrics", headers={"Accept": accept})
+        assert response.status_code == 200 and b"llm_redis_up" in response.data

@@ -185,9 +185,15 @@ def test_an_unreachable_database_is_a_503_not_a_500():
     assert response.status_code == 503 and response.get_json()["error"]["code"] == "service_unavailable"
 
 
-def test_a_malformed_key_is_refused_without_a_lookup(client):
+def test_a_malformed_key_is_refused_without_a_lookup(client, monkeypatch):
     """Tokens that are not shaped like a key never reach Redis or SQL (each would cost a read)."""
+    tenants_of_app = client.application.extensions["llm_platform"].tenants
+    looked_up = []
+    monkeypatch.setattr(tenants_of_app.keys, "lookup", lambda key: looked_up.append(key))
+    monkeypatch.setattr(type(tenants_of_app), "identify", lambda self, key: looked_up.append(key) or (None, None))
     for token in ("llmq_short", "x" * 48, "llmq_" + "!" * 43):
         response = client.get("/v1/jobs", headers=bearer(token))
         assert response.status_code == 401 and response.get_json()["error"]["code"] == "unauthorized"
-    assert not list(job_store().redis.scan_iter("tenants:key:*" + digest("llmq_short")))
+    assert looked_up == []
+    client.get("/v1/jobs", headers=bearer("llmq_" + "y" * 43))
+    assert looked_up == ["llmq_" + "y" * 43], "a well-formed token is looked up (the check can fail)"

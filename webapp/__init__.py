@@ -22,6 +22,13 @@ def refuse_open_access(settings: Settings) -> None:
                          "`flask keys create`), or ALLOW_OPEN_ACCESS=1 to serve without keys on purpose.")
 
 
+def start_serving(app: Flask) -> None:
+    """The background work of a process that serves the app (gunicorn's `post_worker_init`): writing
+    usage through to SQL. Apps built by `flask` commands and tests run none."""
+    context = app.extensions[EXTENSION]
+    context.tenants.start_flushing(context.settings)
+
+
 def create_app(settings: Optional[Settings] = None, test_config: Optional[dict] = None) -> Flask:
     """App factory: `settings` (default: this process's) configure everything; `test_config` is Flask's own."""
     settings = settings or get_settings()
@@ -30,8 +37,7 @@ def create_app(settings: Optional[Settings] = None, test_config: Optional[dict] 
     app.config.from_mapping(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
     if test_config:
         app.config.update(test_config)
-    context = app.extensions[EXTENSION] = WebContext.build(settings)
-    context.tenants.start_flushing(settings)
+    app.extensions[EXTENSION] = WebContext.build(settings)
     app.json.sort_keys = False
 
     from webapp import (apikeys, cli, dashboard, health, jobs, openai_api, openapi, playground, ratelimit, recent,

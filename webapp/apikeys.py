@@ -2,9 +2,8 @@
 and the caller's key decides which jobs it may see."""
 from __future__ import annotations
 
-from typing import Optional
-
 import re
+from typing import Optional
 
 from flask import Flask, g, request
 

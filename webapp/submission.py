@@ -69,14 +69,19 @@ def with_fair_share(context: WebContext, key: dict, job: dict, job_id: str) -> d
     this one's priority by a step: a key that floods the queue has at most one batch ahead of
     another key's job at the same priority, so the other waits for one job per slot at most.
     """
-    in_flight(context.store, key["id"])  # takes ended jobs out of the count
-    running = reserve_in_flight(context.store, key["id"], job_id, key.get("max_in_flight"))
+    store, cap, batch = context.store, key.get("max_in_flight"), context.settings.engine_max_batch
+    running = reserve_in_flight(store, key["id"], job_id, cap)
+    if running is None or running >= batch:
+        # Only when the count matters (a cap, a step down) are ended jobs taken out of it: that reads
+        # every counted job's status, which a key with few jobs in flight need not pay for.
+        live = in_flight(store, key["id"])
+        running = live - 1 if running is not None else reserve_in_flight(store, key["id"], job_id, cap)
     if running is None:
         raise APIError(429, "too_many_jobs", f"this key has {key['max_in_flight']} unfinished jobs, its limit; "
                        "retry when one ends", headers={"Retry-After": str(context.settings.queue_retry_after_s)})
     if not context.settings.fair_share:
         return job
-    steps_down = running // context.settings.engine_max_batch
+    steps_down = running // batch
     return {**job, "priority": max(0, job.get("priority", DEFAULT_PRIORITY) - steps_down)} if steps_down else job
 
 
