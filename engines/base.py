@@ -6,14 +6,40 @@ from dataclasses import dataclass, field
 from typing import Iterator, Optional, Protocol
 
 
+# The request fields that shape sampling, named as in the jobs API and OpenAI's (engines/sampling.py
+# holds their neutral values and limits).
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
+                   "repetition_penalty", "seed")
+
+
 @dataclass
 class GenerationRequest:
-    """One generation job as the engine sees it."""
+    """One generation job as the engine sees it.
+
+    `prompt_text` (the legacy completions API) is fed as it is, with no chat template. `n` answers are
+    generated side by side, each as its own sequence (chunks carry their `index`); with a `seed`,
+    answer i draws from `seed + i`. `stop` strings end an answer and are not returned. `logprobs`
+    (0-5 alternatives; None: off) adds each token's log-probability to its chunk. `grammar` (GBNF)
+    constrains every token (structured output).
+    """
 
     messages: list[dict]
     max_tokens: int = 128
     temperature: float = 0.0
     cancel: threading.Event = field(default_factory=threading.Event)
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    seed: Optional[int] = None
+    stop: tuple[str, ...] = ()
+    n: int = 1
+    logprobs: Optional[int] = None
+    grammar: Optional[str] = None
+    prompt_text: Optional[str] = None
+    index: int = 0  # which of the request's `n` answers this sequence is (set by the engine)
 
 
 @dataclass
@@ -24,6 +50,8 @@ class GenerationChunk:
     token: Optional[int] = None
     finish_reason: Optional[str] = None  # "stop", "length", "cancelled"
     prompt_tokens: int = 0
+    index: int = 0  # which of the request's `n` answers
+    logprob: Optional[dict] = None  # OpenAI's shape: token, logprob, bytes, top_logprobs
 
 
 class Engine(Protocol):

@@ -18,7 +18,7 @@ several engine processes on few cores two threads ran 10-20x slower than one).
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -26,6 +26,8 @@ import numpy as np
 
 from engines.hf_tokenizer import ChatTokenizer
 from engines.llamacpp_models import quiet_llama_logs
+from engines.llamacpp_sampling import SequenceSampler, token_piece
+from engines.logprobs import log_softmax, logprob_entry
 from engines.models import tokenizer_folder_for_gguf
 from engines.threaded import Active, ThreadedEngine
 from settings import Settings, get_settings
@@ -43,9 +45,9 @@ class _Sequence:
     prompt: list[int]
     pending: list[int]  # tokens still to feed: the prompt, then each sampled token
     reserved: int  # KV tokens it may use: prompt + max_tokens
+    sampler: SequenceSampler
     position: int = 0
     generated: int = 0
-    rng: np.random.Generator = field(default_factory=np.random.default_rng)
 
 
 class _SharedPrefix:
@@ -128,7 +130,8 @@ class LlamaCppEngine(ThreadedEngine):
         self._model = llama_cpp.llama_model_load_from_file(gguf_path.encode(), model_params)
         if not self._model:
             raise ValueError(f"llama.cpp could not load {gguf_path}")
-        self._n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self._model))
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         threads = settings.engine_threads
         self.kv_tokens = settings.engine_seq_ctx * max_batch
         params = llama_cpp.llama_context_default_params()
@@ -172,6 +175,7 @@ class LlamaCppEngine(ThreadedEngine):
                 self._pass_done(bool(running) or self._held is not None)
         except Exception as exc:
             for sequence in running.values():
+                sequence.sampler.close()
                 sequence.entry.outbox.put(exc)
             self._llama.llama_memory_clear(self._memory, True)
             if self._prefix:
@@ -192,11 +196,16 @@ class LlamaCppEngine(ThreadedEngine):
             if not self._make_room(running, prompt, need):
                 self._held = queued  # first in line once running requests free KV room
                 return
+            try:
+                sampler = SequenceSampler(self._llama, self._vocab, request, prompt)
+            except Exception as exc:  # a grammar llama.cpp cannot parse fails this request, not the engine
+                outbox.put(exc)
+                continue
             slot = min(s for s in range(self.max_batch) if s not in running)
             shared = self._prefix.reuse(prompt, slot) if self._prefix else 0
             self.stats.reused_prompt_tokens += shared
             running[slot] = _Sequence(self._active(request, prompt, outbox), slot, prompt, prompt[shared:], need,
-                                      position=shared)
+                                      sampler, position=shared)
 
     def _make_room(self, running: dict[int, _Sequence], prompt: list[int], need: int) -> bool:
         """Whether `need` more KV tokens fit now; the shared prefix gives up its room before a request waits.
@@ -215,9 +224,9 @@ class LlamaCppEngine(ThreadedEngine):
 
     def _drop_cancelled(self, running: dict[int, _Sequence]) -> None:
         if self._held is not None and self._held[0].cancel.is_set():  # answered now, not once KV frees up
-            _, prompt, outbox = self._held
+            request, prompt, outbox = self._held
             self._held = None
-            self._answer_cancelled(prompt, outbox)
+            self._answer_cancelled(request, prompt, outbox)
         for slot in [s for s, seq in running.items() if seq.entry.request.cancel.is_set()]:
             self._finish(running, slot, None)
 
@@ -256,33 +265,38 @@ class LlamaCppEngine(ThreadedEngine):
 
     def _sample(self, running: dict[int, _Sequence], slot: int, row: int) -> None:
         seq = running[slot]
+        request = seq.entry.request
+        logprob = self._logprob(row, request.logprobs) if request.logprobs is not None else None
+        token = seq.sampler.sample(self._ctx, row)
+        if logprob is not None:
+            logprob = logprob(token)
+        seq.generated += 1
+        finish = "stop" if token in self._stop_tokens or self._llama.llama_vocab_is_eog(self._vocab, token) else (
+            "length" if seq.generated >= request.max_tokens else None)
+        if finish:
+            self._finish(running, slot, token, finish, logprob)
+        else:
+            seq.pending.append(token)
+            seq.entry.emit(token, None, logprob)
+
+    def _logprob(self, row: int, alternatives: int):
+        """The step's log-probabilities (read before sampling), as a function of the sampled token."""
         logits = np.ctypeslib.as_array(
             ctypes.cast(self._llama.llama_get_logits_ith(self._ctx, row), ctypes.POINTER(ctypes.c_float)),
             shape=(self._n_vocab,))
-        token = _pick(logits, seq.entry.request.temperature, seq.rng)
-        seq.generated += 1
-        finish = "stop" if token in self._stop_tokens else (
-            "length" if seq.generated >= seq.entry.request.max_tokens else None)
-        if finish:
-            self._finish(running, slot, token, finish)
-        else:
-            seq.pending.append(token)
-            seq.entry.emit(token, None)
+        logprobs = log_softmax(logits)
+        return lambda token: logprob_entry(logprobs, token, alternatives, self._piece)
+
+    def _piece(self, token: int) -> bytes:
+        return token_piece(self._llama, self._vocab, token)
 
     def _finish(self, running: dict[int, _Sequence], slot: int, token: Optional[int],
-                reason: Optional[str] = None) -> None:
+                reason: Optional[str] = None, logprob: Optional[dict] = None) -> None:
         seq = running.pop(slot)
+        seq.sampler.close()
         self._llama.llama_memory_seq_rm(self._memory, slot, -1, -1)
         if reason is None:
             seq.entry.cancel()
         else:
-            seq.entry.emit(token, reason)
+            seq.entry.emit(token, reason, logprob)
 
-
-def _pick(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
-    """Greedy at temperature 0, else a draw from softmax(logits / temperature)."""
-    if temperature <= 0:
-        return int(np.argmax(logits))
-    scaled = logits.astype(np.float64) / temperature
-    probs = np.exp(scaled - scaled.max())
-    return int(rng.choice(len(probs), p=probs / probs.sum()))

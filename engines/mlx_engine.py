@@ -5,20 +5,40 @@ import functools
 import logging
 from typing import Any, Callable, Optional
 
+from engines.base import GenerationRequest
 from engines.blas import blas_in_use
+from engines.features import PENALTY_LAST_N
+from engines.logprobs import logprob_entry
 from engines.threaded import Active, ThreadedEngine
 from settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 
+# What mlx-lm cannot do per request; the web app refuses these with a 400 (engines.features).
+UNSUPPORTED = ("seed", "grammar")
+
+
 @functools.lru_cache(maxsize=64)
-def _sampler(temperature: float) -> Callable:
-    """One sampler object per temperature: BatchGenerator samples a batch in one call
-    only when its rows share the same sampler object."""
+def _sampler(temperature: float, top_p: float, top_k: int, min_p: float) -> Callable:
+    """One sampler object per setting: BatchGenerator samples a batch in one call only when its rows
+    share the same sampler object. (mlx-lm's top_p 0.0 and 1.0 both mean off.)"""
     from mlx_lm.sample_utils import make_sampler
 
-    return make_sampler(temp=temperature)
+    return make_sampler(temp=temperature, top_p=top_p if top_p < 1.0 else 0.0, top_k=top_k, min_p=min_p)
+
+
+def _processors(request: GenerationRequest) -> list:
+    """mlx-lm's logits processors for the request's penalties (none when it has none)."""
+    from mlx_lm.sample_utils import make_logits_processors
+
+    if (request.repetition_penalty, request.frequency_penalty, request.presence_penalty) == (1.0, 0.0, 0.0):
+        return []
+    return make_logits_processors(
+        repetition_penalty=request.repetition_penalty if request.repetition_penalty != 1.0 else None,
+        frequency_penalty=request.frequency_penalty or None, presence_penalty=request.presence_penalty or None,
+        repetition_context_size=PENALTY_LAST_N, frequency_context_size=PENALTY_LAST_N,
+        presence_context_size=PENALTY_LAST_N)
 
 
 def should_expand_quantized(settings: Optional[Settings] = None) -> bool:
@@ -118,13 +138,18 @@ class MLXEngine(ThreadedEngine):
         while (queued := self._next_request(wait)) is not None:
             wait = False
             request, prompt, outbox = queued
+            refused = [name for name in UNSUPPORTED if getattr(request, name) is not None]
+            if refused:
+                outbox.put(ValueError(f"the MLX engine does not support {', '.join(refused)}"))
+                continue
             cache, rest = self._reuse_prefix(prompt)
             (uid,) = generator.insert(
                 [rest],
                 max_tokens=[request.max_tokens],
                 caches=[cache],
                 all_tokens=[prompt[: len(prompt) - len(rest)]],
-                samplers=[_sampler(request.temperature)],
+                samplers=[_sampler(request.temperature, request.top_p, request.top_k, request.min_p)],
+                logits_processors=[_processors(request)],
             )
             self.stats.reused_prompt_tokens += len(prompt) - len(rest)
             active[uid] = self._active(request, prompt, outbox)
@@ -159,4 +184,16 @@ class MLXEngine(ThreadedEngine):
                 del active[response.uid]
                 if self._prefixes is not None and response.prompt_cache is not None:
                     self._prefixes.insert_cache(self.model_id, response.all_tokens, response.prompt_cache)
-            entry.emit(response.token, response.finish_reason)
+            entry.emit(response.token, response.finish_reason, self._logprob(entry, response))
+
+    def _logprob(self, entry: Active, response: Any) -> Optional[dict]:
+        alternatives = entry.request.logprobs
+        if alternatives is None or response.finish_reason == "stop":
+            return None
+        import numpy as np
+
+        return logprob_entry(np.array(response.logprobs, dtype=np.float64), response.token, alternatives,
+                             self._piece)
+
+    def _piece(self, token: int) -> bytes:
+        return self.tokenizer.decode([token]).encode()

@@ -19,10 +19,11 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import AbstractSet, Iterator, Optional, Protocol
 
 from engines.base import EngineStalled, EngineStats, GenerationChunk, GenerationRequest
+from engines.stops import StopMatcher
 from settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,17 +71,19 @@ class Active:
     detokenizer: Detokenizer
     prompt_tokens: int
 
-    def emit(self, token: Optional[int], finish_reason: Optional[str]) -> None:
+    def emit(self, token: Optional[int], finish_reason: Optional[str], logprob: Optional[dict] = None) -> None:
         """Hand the caller the text of `token`; a finish reason ends the request."""
         if token is not None and finish_reason != "stop":  # the stop token itself is not text
             self.detokenizer.add_token(token)
         if finish_reason:
             self.detokenizer.finalize()
-        self.outbox.put(GenerationChunk(self.detokenizer.last_segment, token=token,
-                                        finish_reason=finish_reason, prompt_tokens=self.prompt_tokens))
+        self.outbox.put(GenerationChunk(self.detokenizer.last_segment, token=token, finish_reason=finish_reason,
+                                        prompt_tokens=self.prompt_tokens, index=self.request.index,
+                                        logprob=logprob if finish_reason != "stop" else None))
 
     def cancel(self) -> None:
-        self.outbox.put(GenerationChunk("", finish_reason="cancelled", prompt_tokens=self.prompt_tokens))
+        self.outbox.put(GenerationChunk("", finish_reason="cancelled", prompt_tokens=self.prompt_tokens,
+                                        index=self.request.index))
 
 
 class Progress:
@@ -150,27 +153,38 @@ class ThreadedEngine:
     def start(self) -> None:
         threading.Thread(target=self._run, name=f"engine-{self.model_id}", daemon=True).start()
 
-    def encode(self, messages: list[dict]) -> list[int]:
-        """Token ids of the chat-templated prompt, ready for generation."""
+    def encode(self, request: GenerationRequest) -> list[int]:
+        """Token ids of the prompt, ready for generation: the chat-templated messages, or a completion
+        prompt's text as it is."""
+        if request.prompt_text is not None:
+            return list(self.tokenizer.encode(request.prompt_text))
         if getattr(self.tokenizer, "chat_template", None):
-            return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
-        text = "\n".join(m["content"] for m in messages)
+            return list(self.tokenizer.apply_chat_template(request.messages, add_generation_prompt=True))
+        text = "\n".join(m["content"] for m in request.messages)
         return self.tokenizer.encode(text)
 
     def generate(self, request: GenerationRequest) -> Iterator[GenerationChunk]:
         """Queue the request on the engine thread and yield its chunks as they arrive.
 
-        Raises EngineStalled when the engine stops stepping while this request waits."""
-        prompt = self.encode(request.messages)
+        Its `n` answers run as `n` sequences of the batch; each ends on its own (a stop string ends
+        only its sequence), and the request ends when all have. Raises EngineStalled when the engine
+        stops stepping while this request waits."""
+        prompt = self.encode(request)
         outbox: queue.Queue = queue.Queue()
-        self._progress.submitted()
-        self._inbox.put((request, prompt, outbox))
+        answers = {choice.index: choice for choice in _choices(request)}
+        stops = {index: StopMatcher(request.stop) for index in answers}
+        for choice in answers.values():
+            self._progress.submitted()
+            self._inbox.put((choice, prompt, outbox))
         try:
             for item in self._answers(request, len(prompt), outbox):
-                if request.cancel.is_set() and not item.finish_reason:
-                    continue  # decoded before the engine saw the cancel: not delivered after it
-                yield item
-                if item.finish_reason:
+                if item.index not in answers or (request.cancel.is_set() and not item.finish_reason):
+                    continue  # an answer already ended, or decoded before the engine saw the cancel
+                for chunk in stops[item.index].feed(item):
+                    yield chunk
+                    if chunk.finish_reason:
+                        answers.pop(chunk.index).cancel.set()  # a stop string: the engine drops it
+                if not answers:
                     return
         finally:
             # A caller that stops reading early must not keep a batch slot busy.
@@ -215,7 +229,9 @@ class ThreadedEngine:
                 if request.cancel.is_set():
                     cancel_seen = cancel_seen or time.monotonic()
                     if time.monotonic() - cancel_seen >= CANCEL_GRACE_S:
-                        yield GenerationChunk("", finish_reason="cancelled", prompt_tokens=prompt_tokens)
+                        for index in range(request.n):  # the caller skips answers that already ended
+                            yield GenerationChunk("", finish_reason="cancelled", prompt_tokens=prompt_tokens,
+                                                  index=index)
                         return
                 elif self.stalled():
                     raise EngineStalled(f"engine {self.model_id} has had work for {self.stalled_for():.1f}s "
@@ -240,12 +256,12 @@ class ThreadedEngine:
             self._progress.taken(kept)
             if kept:
                 return request, prompt, outbox
-            self._answer_cancelled(prompt, outbox)
+            self._answer_cancelled(request, prompt, outbox)
 
     @staticmethod
-    def _answer_cancelled(prompt: list[int], outbox: queue.Queue) -> None:
+    def _answer_cancelled(request: GenerationRequest, prompt: list[int], outbox: queue.Queue) -> None:
         """Answer a request cancelled before it got a batch slot."""
-        outbox.put(GenerationChunk("", finish_reason="cancelled", prompt_tokens=len(prompt)))
+        outbox.put(GenerationChunk("", finish_reason="cancelled", prompt_tokens=len(prompt), index=request.index))
 
     def _record_step(self, batch_width: int) -> None:
         """The engine thread completed a decode step (`batch_width` requests got a token)."""
@@ -269,3 +285,22 @@ class ThreadedEngine:
 
     def _serve(self) -> None:
         raise NotImplementedError
+
+
+class ChildCancel:
+    """One answer's cancel flag: set on its own (a stop string ended it), or through the request's."""
+
+    def __init__(self, parent: threading.Event) -> None:
+        self._parent, self._own = parent, threading.Event()
+
+    def is_set(self) -> bool:
+        return self._own.is_set() or self._parent.is_set()
+
+    def set(self) -> None:
+        self._own.set()
+
+
+def _choices(request: GenerationRequest) -> list[GenerationRequest]:
+    """The request's `n` answers as sequences of their own: answer i draws from `seed + i`."""
+    return [replace(request, n=1, index=i, cancel=ChildCancel(request.cancel),
+                    seed=None if request.seed is None else request.seed + i) for i in range(request.n)]

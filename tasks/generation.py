@@ -8,12 +8,12 @@ from typing import Optional
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from engines.base import Engine, EngineStalled, GenerationRequest
+from engines.base import Engine, EngineStalled
 from engines.provider import get_engine
 from jobs.queues import generation_task, job_priority
-from jobs.request import job_messages
 from jobs.status import JobStatus
 from jobs.streams import publish
+from tasks.answer import Answers, generation_request
 from tasks.context import WorkerContext, worker_context
 from tasks.fallback import after_failure
 from tasks.watch import GenerationWatch
@@ -43,30 +43,28 @@ def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing:
     store, job_id = context.store, task.request.id
     if engine.stalled():  # jobs still queued for a wedged engine move on at once
         raise EngineStalled(f"the {tier} engine has not stepped for {engine.stalled_for():.0f}s")
-    request = GenerationRequest(job_messages(job), job["max_tokens"], job["temperature"])
+    request = generation_request(job)
     # A redelivered task starts over: readers drop the text they had before a `start`.
     publish(store, job_id, "start", {"tier": tier, "model": engine.model_id, "routing": routing})
-    pieces, tokens, first_token_at, finish_reason, prompt_tokens = [], 0, None, None, 0
+    answers, first_token_at = Answers(request), None
     deadline = started + task.soft_time_limit if task.soft_time_limit else None
     with GenerationWatch(store, job_id, request.cancel, context.settings.cancel_poll_s, deadline) as watch:
         for chunk in engine.generate(request):
             if first_token_at is None:
                 first_token_at = time.time()
-            if chunk.text:
-                publish(store, job_id, "token", {"text": chunk.text})
-            pieces.append(chunk.text)
-            tokens += chunk.token is not None and chunk.finish_reason != "stop"
-            watch.tokens = tokens
-            finish_reason = chunk.finish_reason
-            prompt_tokens = chunk.prompt_tokens
-    if finish_reason == "cancelled" and watch.reason == "timeout":
+            event = answers.add(chunk)
+            if event is not None:
+                publish(store, job_id, "token", event)
+            watch.tokens = answers.tokens
+    tokens = answers.tokens
+    if answers.cancelled and watch.reason == "timeout":
         # What this tier generated before it gave up was work done: it is billed before the job moves on.
-        context.meter.record(job.get("key_id"), prompt_tokens=prompt_tokens, completion_tokens=tokens)
+        context.meter.record(job.get("key_id"), prompt_tokens=answers.prompt_tokens, completion_tokens=tokens)
         _fall_back(context, task, tier, job, routing, "timeout", SoftTimeLimitExceeded(
             f"the {tier} tier did not finish within {task.soft_time_limit:g}s"))
     finished = time.time()
     result = {
-        "response": "".join(pieces),
+        **answers.result_fields(with_logprobs=request.logprobs is not None),
         "model_used": engine.model_id,
         "tier": tier,
         "queue": (task.request.delivery_info or {}).get("routing_key"),
@@ -74,14 +72,11 @@ def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing:
         "score": routing["score"],
         "routing": routing,
         "cached": False,
-        "tokens": tokens,
-        "prompt_tokens": prompt_tokens,
-        "finish_reason": finish_reason,
         **_timings(store.get(job_id) or {}, started, first_token_at or finished, finished),
     }
     if "fallback" in routing:
         result["fallback"] = routing["fallback"]
-    if finish_reason == "cancelled":
+    if answers.cancelled:
         result["tokens_after_cancel"] = tokens - (watch.tokens_at_cancel or 0)
         store.move(job_id, JobStatus.CANCELLED, result=result, finished_at=finished)  # what came before the cancel
         context.meter.record_job(job.get("key_id"), tier, result)  # the tokens were generated all the same

@@ -140,7 +140,7 @@ def test_a_shared_prompt_prefix_is_prefilled_once_without_changing_the_answers()
     sharing = engine_for("large", 2, engine_prefix_cache=8)
     answers = [[c.token for c in ask(sharing, p, 12)] for p in prompts]
     assert answers == expected
-    first, second = (sharing.encode([{"role": "user", "content": p}]) for p in prompts[:2])
+    first, second = (sharing.encode(GenerationRequest([{"role": "user", "content": p}])) for p in prompts[:2])
     shared = next(i for i, (a, b) in enumerate(zip(first, second)) if a != b)  # the template's system prompt
     assert shared >= 20
     assert sharing.stats.reused_prompt_tokens >= 2 * shared, "the later prompts reused the system prompt"

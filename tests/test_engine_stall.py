@@ -41,10 +41,10 @@ def test_a_request_that_fits_the_pool_but_not_beside_the_shared_prefix_is_still_
     """The issue's freeze: the first prompt becomes the shared prefix; a request that fits the pool on its
     own but not beside that prefix was parked forever, and every later request queued behind it."""
     engine = engine_for("small", 1, engine_seq_ctx=2048)
-    first = engine.encode(request(LONG_PROMPT, 8).messages)
+    first = engine.encode(request(LONG_PROMPT, 8))
     assert 1200 <= len(first) <= 1400
     assert answer_within(engine, request(LONG_PROMPT, 8), 60)[-1].finish_reason in ("stop", "length")
-    hi_need = len(engine.encode(request("Say hi.", 1000).messages)) + 1000
+    hi_need = len(engine.encode(request("Say hi.", 1000))) + 1000
     assert engine._prefix.tokens == first and len(first) + hi_need > engine.kv_tokens >= hi_need  # the freeze's set-up
 
     started, reused = time.monotonic(), engine.stats.reused_prompt_tokens
