@@ -4,7 +4,16 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-ANSWER_FIELDS = ("response", "model_used", "tier", "intent", "score", "routing", "tokens", "finish_reason")
+ANSWER_FIELDS = ("response", "model_used", "tier", "intent", "score", "routing", "tokens", "finish_reason",
+                 "prompt_tokens", "choices", "logprobs")
+# Only in answers that asked for them (n > 1, logprobs), or kept since (prompt_tokens: a cached answer
+# reports its prompt's size, as OpenAI's usage does).
+OPTIONAL_FIELDS = ("prompt_tokens", "choices", "logprobs")
+
+
+def answer_fields(source: dict) -> dict:
+    """The answer's own fields of a result or cache entry (optional ones only where present)."""
+    return {k: source.get(k) for k in ANSWER_FIELDS if k not in OPTIONAL_FIELDS or source.get(k) is not None}
 
 
 def storable(result: dict) -> bool:
@@ -14,7 +23,7 @@ def storable(result: dict) -> bool:
 
 def entry_from_result(job: dict, result: dict) -> dict:
     """What a cache keeps of a generated result, plus what it needs to judge a later match."""
-    return {**{k: result.get(k) for k in ANSWER_FIELDS}, "prompt": job.get("prompt"),
+    return {**answer_fields(result), "prompt": job.get("prompt"),
             "max_tokens": job.get("max_tokens"), "cached_at": time.time()}
 
 
@@ -26,7 +35,7 @@ def cached_result(entry: dict, kind: str, created_at: float, finished_at: float,
     an exact hit reports the decision made for the cached answer.
     """
     routing = routing or entry["routing"]
-    result = {**{k: entry.get(k) for k in ANSWER_FIELDS}, "routing": routing, "intent": routing["intent"],
+    result = {**answer_fields(entry), "routing": routing, "intent": routing["intent"],
               "score": routing["score"], "cached": kind, "latency_ms": round((finished_at - created_at) * 1000, 1)}
     if similarity is not None:
         result["similarity"] = round(similarity, 4)

@@ -10,6 +10,8 @@ from jobs.request import job_messages
 
 # Request fields that do not change the answer; every other field is part of the key.
 NOT_ANSWER_FIELDS = frozenset({"prompt", "messages", "cache", "stream"})
+# Fields that only change which token a draw picks: a greedy (temperature 0) answer ignores them.
+DRAW_FIELDS = frozenset({"top_p", "top_k", "min_p", "seed"})
 SPACES = re.compile(r"\s+")
 TRAILING_QUESTION_MARK = re.compile(r"(?<=[^\W\d_])[?.]+$")
 
@@ -20,9 +22,13 @@ def normalise_text(text: str) -> str:
     return TRAILING_QUESTION_MARK.sub("", text)
 
 
-def deterministic(job: dict) -> bool:
-    """Only temperature-0 answers are reproducible, so only they are cached."""
+def greedy(job: dict) -> bool:
     return float(job.get("temperature", 0.0)) == 0.0
+
+
+def deterministic(job: dict) -> bool:
+    """Only reproducible answers are cached: temperature 0, or a draw from a given seed."""
+    return greedy(job) or job.get("seed") is not None
 
 
 def lookups_wanted(job: dict) -> bool:
@@ -37,7 +43,8 @@ def scope(job: dict) -> str:
 
 def answer_settings(job: dict, *skip: str) -> dict:
     """The request fields other than the prompt that change the answer (max_tokens, temperature, ...)."""
-    return {k: v for k, v in job.items() if k not in NOT_ANSWER_FIELDS and k not in skip}
+    ignored = NOT_ANSWER_FIELDS | DRAW_FIELDS if greedy(job) else NOT_ANSWER_FIELDS
+    return {k: v for k, v in job.items() if k not in ignored and k not in skip}
 
 
 def exact_key(job: dict, models: dict[str, str]) -> str:

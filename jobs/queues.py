@@ -14,6 +14,7 @@ ROUTING_QUEUE = "routing"
 TIERS = ("small", "large")
 OTHER_TIER = {"small": "large", "large": "small"}
 ROUTE_TASK = "tasks.routing.route"
+EMBED_TASK = "tasks.routing.embed"  # POST /v1/embeddings: the routing worker's embedder, no job record
 DEFAULT_PRIORITY = 5  # API priority when none is given (0-9, 9 most urgent)
 # kombu's default steps; celeryconfig sets 0..9 so that each API priority has its own list.
 KOMBU_DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)

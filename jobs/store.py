@@ -139,7 +139,8 @@ class JobStore:
             record["error"] = {"type": "Expired", "message": "the cached answer this job was given has expired"}
             return record
         lent = json.loads(raw)
-        record["result"] = {**{field: lent.get(field) for field in reference["fields"]}, **record.get("result", {})}
+        lent_fields = {field: lent[field] for field in reference["fields"] if field in lent}
+        record["result"] = {**lent_fields, **record.get("result", {})}
         return record
 
     def delete(self, job_id: str) -> None:

@@ -84,7 +84,10 @@ def test_openapi_document_follows_the_schemas_and_limits():
     assert {"/v1/jobs", "/v1/jobs/{job_id}", "/generate", "/health"} <= set(document["paths"])
     assert set(document["paths"]["/v1/jobs/{job_id}"]) >= {"get", "delete"}
     request = document["components"]["schemas"]["JobRequest"]
-    assert set(request["properties"]) == {"prompt", "max_tokens", "temperature", "tier", "priority", "cache"}
+    assert set(request["properties"]) == {"prompt", "max_tokens", "temperature", "tier", "priority", "cache", "n",
+                                          "logprobs", "top_p", "top_k", "min_p", "presence_penalty",
+                                          "frequency_penalty", "repetition_penalty", "seed", "stop",
+                                          "response_format"}
     assert request["required"] == ["prompt"] and request["additionalProperties"] is False
     assert request["properties"]["priority"]["minimum"] == 0 and request["properties"]["priority"]["maximum"] == 9
     assert request["properties"]["max_tokens"]["maximum"] == 64

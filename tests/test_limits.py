@@ -1,5 +1,5 @@
-"""Every request limit applies on every route that takes a prompt: `/v1/jobs`, `/generate` and
-`/v1/chat/completions`, with each API's own error shape.
+"""Every request limit applies on every route that takes a prompt: `/v1/jobs`, `/generate`,
+`/v1/chat/completions`, `/v1/completions` and `/v1/embeddings`, with each API's own error shape.
 
 No worker is needed: every test app has ROUTING_MAX_DEPTH=0 and the exact cache off, so a request
 that passes validation is refused with 429 `queue_full` instead of being queued. That 429 is the
@@ -18,7 +18,11 @@ from settings import get_settings
 
 JOB_ROUTES = ("/v1/jobs", "/generate")
 CHAT = "/v1/chat/completions"
-ROUTES = (*JOB_ROUTES, CHAT)
+COMPLETIONS = "/v1/completions"
+EMBEDDINGS = "/v1/embeddings"
+OPENAI_ROUTES = (CHAT, COMPLETIONS, EMBEDDINGS)
+ROUTES = (*JOB_ROUTES, *OPENAI_ROUTES)
+EMBEDDING_MODEL = get_settings().embedding_model_id()
 OPENAI_ERROR_KEYS = {"message", "type", "param", "code"}
 
 
@@ -63,8 +67,19 @@ def assert_openai_error(response, status: int, code: str) -> dict:
     return error
 
 
-def assert_error(route: str, response, status: int, code: str) -> dict:
+def body_for(route: str, prompt: str, **fields) -> dict:
+    """A request to `route` asking about `prompt`."""
     if route == CHAT:
+        return chat_body(prompt, **fields)
+    if route == COMPLETIONS:
+        return {"model": "auto", "prompt": prompt, **fields}
+    if route == EMBEDDINGS:
+        return {"model": EMBEDDING_MODEL, "input": [prompt], **fields}
+    return job_body(prompt, **fields)
+
+
+def assert_error(route: str, response, status: int, code: str) -> dict:
+    if route in OPENAI_ROUTES:
         return assert_openai_error(response, status, code)
     return assert_jobs_error(response, status, code)
 
@@ -198,6 +213,8 @@ def deep_body(route: str, depth: int) -> str:
     nested = "[" * depth + "]" * depth
     if route == CHAT:
         return '{"model": "auto", "messages": ' + nested + '}'
+    if route == EMBEDDINGS:
+        return '{"model": "x", "input": ' + nested + '}'
     return '{"prompt": ' + nested + '}'
 
 
@@ -212,7 +229,7 @@ def test_a_deeply_nested_body_is_a_400_not_a_500(route: str, depth: int):
 @pytest.mark.parametrize("route", ROUTES)
 def test_a_body_over_the_size_limit_is_a_413(route: str):
     client = limited_client(max_body_bytes=200)
-    body = chat_body("x" * 300) if route == CHAT else job_body("x" * 300)
+    body = body_for(route, "x" * 300)
     response = client.post(route, data=json.dumps(body), content_type="application/json")
     assert_error(route, response, 413, "payload_too_large")
 
@@ -222,6 +239,23 @@ def test_a_body_that_is_no_json_object_is_a_400(route: str):
     client = limited_client()
     for raw in ("[1, 2]", '"text"', "{not json"):
         assert_error(route, client.post(route, data=raw, content_type="application/json"), 400, "invalid_request")
+
+
+@pytest.mark.parametrize("route", [COMPLETIONS, EMBEDDINGS])
+def test_prompt_limits_on_completions_and_embeddings(route: str):
+    client = limited_client(prompt_max_chars=100, prompt_max_tokens=16)
+    for prompt in ("x" * 101, " ".join(["word"] * 30)):
+        error = assert_openai_error(client.post(route, json=body_for(route, prompt)), 400, "invalid_request")
+        assert error["param"].startswith("prompt" if route == COMPLETIONS else "input"), error
+    assert_not_queued(client.post(route, json=body_for(route, f"hi {word()}")), route)
+
+
+def test_max_tokens_limit_on_completions():
+    client = limited_client(max_tokens_limit=16)
+    error = assert_openai_error(client.post(COMPLETIONS, json=body_for(COMPLETIONS, "hi", max_tokens=17)), 400,
+                                "invalid_request")
+    assert error["param"] == "max_tokens"
+    assert_not_queued(client.post(COMPLETIONS, json=body_for(COMPLETIONS, f"hi {word()}", max_tokens=16)), COMPLETIONS)
 
 
 # --- Error shapes -------------------------------------------------------------------------------------------------

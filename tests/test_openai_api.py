@@ -123,7 +123,7 @@ BAD_BODIES = [
     ({"model": "auto", "messages": USER, "max_tokens": "5"}, "max_tokens"),
     ({"model": "auto", "messages": USER, "temperature": 3}, "temperature"),
     ({"model": "auto", "messages": USER, "stream": "yes"}, "stream"),
-    ({"model": "auto", "messages": USER, "n": 2}, "n"),
+    ({"model": "auto", "messages": USER, "n": 5}, "n"),
     ({"model": "auto", "messages": USER, "top_logprobs": 2}, "top_logprobs"),
 ]
 

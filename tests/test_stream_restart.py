@@ -15,7 +15,7 @@ import pytest
 from helpers import app_with, iter_sse, job_store
 from jobs.status import JobStatus
 from jobs.streams import publish
-from webapp.openai_api import streamed_completion
+from webapp.openai_stream import streamed_completion
 
 ROUTING = {"intent": "creative", "tier": "small", "score": 0.8, "threshold": 0.4, "rule": "matched", "top": []}
 START = {"tier": "small", "model": "SmolLM2-135M-Instruct-q4", "routing": ROUTING}

@@ -1,12 +1,16 @@
 """The web app's side of Celery, as Flower has it: tasks submitted by name, queue settings read from
-`broker_transport_options`, worker replies to a broadcast. No module of `tasks/` is imported."""
+`broker_transport_options`, worker replies to a broadcast, embeddings awaited as Celery results.
+No module of `tasks/` is imported."""
 from __future__ import annotations
 
+from typing import Sequence
+
 from celery import Celery
+from celery.exceptions import TaskRevokedError, TimeoutError as CeleryTimeoutError
 
 from celeryconfig import celery_config
 
-from jobs.queues import QUEUES, ROUTE_TASK, job_priority, queue_depths
+from jobs.queues import DEFAULT_PRIORITY, EMBED_TASK, QUEUES, ROUTE_TASK, broker_priority, job_priority, queue_depths
 from jobs.store import JobStore
 from settings import Settings
 
@@ -14,21 +18,60 @@ from settings import Settings
 PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.2}
 
 
+class EmbeddingTimeout(Exception):
+    """No routing worker returned the vectors within the wait (none running, or all busy)."""
+
+
+class EmbeddingFailed(Exception):
+    """The routing worker ran the embedding task and it raised."""
+
+
 class Broker:
-    """Submits jobs to the routing queue and reads the queues, through a Celery client app."""
+    """Submits jobs to the routing queue, asks the routing worker for embeddings and reads the queues,
+    through Celery client apps."""
 
     def __init__(self, settings: Settings) -> None:
         self.celery = Celery("llm_platform", set_as_current=False)
         self.celery.conf.update(celery_config(settings))
+        # Embeddings wait on their Celery result; this app's result backend is one per process. Celery's
+        # default is one per thread, and under gevent a thread is a greenlet: every request would leave a
+        # backend behind with its own pub/sub connection and a drainer greenlet that never ends.
+        # Celery's Redis result consumer locks its pub/sub, so sharing it is safe. Job submissions
+        # keep `self.celery`: nothing there waits on a result, so nothing should subscribe to one.
+        self._waiting = Celery("llm_platform_embeddings", set_as_current=False)
+        self._waiting.conf.update(celery_config(settings), result_backend_thread_safe=True)
 
     def submit(self, job_id: str, job: dict) -> None:
         """Queue the job's routing task; its task id is the job id."""
         self.celery.send_task(ROUTE_TASK, args=[job], task_id=job_id, priority=job_priority(job),
                               retry_policy=PUBLISH_RETRY)
 
-    def queue_depths(self, store: JobStore) -> dict[str, int]:
-        """Messages waiting in each queue, every priority counted."""
-        return queue_depths(store.redis, self.celery.conf.broker_transport_options)
+    def embed(self, texts: list[str], timeout_s: float, priority: int = DEFAULT_PRIORITY) -> dict:
+        """The routing worker's vectors for `texts`: `{"data", "prompt_tokens", "model"}` (tasks.routing.embed).
+
+        Waits up to `timeout_s`, then raises EmbeddingTimeout; a task that raised is EmbeddingFailed;
+        Redis or the broker away is their own error (the app's 503). `priority` is the API's (0-9).
+        """
+        # `expires`: a message still queued when the caller gives up is dropped, not computed for nobody.
+        result = self._waiting.send_task(EMBED_TASK, args=[texts], priority=broker_priority(priority),
+                                         expires=timeout_s, retry_policy=PUBLISH_RETRY)
+        try:
+            # The result arrives by pub/sub at once; a timeout is noticed within a second (Celery's drainer).
+            return result.get(timeout=timeout_s, propagate=True)
+        except (CeleryTimeoutError, TaskRevokedError):  # revoked: a worker took it after it expired
+            raise EmbeddingTimeout(f"no embedding within {timeout_s:.1f}s") from None
+        except Exception as exc:
+            if result.failed():  # the task raised (state read from the result just fetched, not Redis)
+                raise EmbeddingFailed(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+            raise  # Redis or the broker: the app maps those to 503
+        finally:
+            # Vectors are read once: delete the stored result and stop listening for it now rather than
+            # keep it in Redis for `result_expires` (a day).
+            result.forget()
+
+    def queue_depths(self, store: JobStore, queues: Sequence[str] = QUEUES) -> dict[str, int]:
+        """Messages waiting in each of `queues` (default: all), every priority counted."""
+        return queue_depths(store.redis, self.celery.conf.broker_transport_options, queues)
 
     def workers_per_queue(self, timeout_s: float = 1.0) -> dict[str, int]:
         """Ask the workers which queues they consume (a broadcast answered within the timeout)."""

@@ -45,11 +45,13 @@ def finished_result(job_id: str) -> dict:
     return done["result"]
 
 
+def with_cache_control(job: dict) -> dict:
+    """`Cache-Control: no-cache` skips cached answers, as `"cache": false` does (every route that generates)."""
+    return {**job, "cache": False} if request.cache_control.no_cache else job
+
+
 def _job_request() -> dict:
-    job = load_json_body(JobRequestSchema(web().settings))
-    if request.cache_control.no_cache:
-        job["cache"] = False
-    return job
+    return with_cache_control(load_json_body(JobRequestSchema(web().settings)))
 
 
 @bp.post("/v1/jobs")

@@ -1,10 +1,12 @@
-"""OpenAI-compatible request validation and error shape for `/v1/chat/completions` and `/v1/models`."""
+"""OpenAI-compatible request validation and error shape: `/v1/chat/completions`, `/v1/completions`
+and `/v1/models`. The sampling, stop and format fields are shared with the jobs API (webapp.sampling)."""
 from __future__ import annotations
 
 from typing import Any, Optional
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
+from webapp.sampling import MAX_N, MAX_TOP_LOGPROBS, SamplingFields
 from webapp.schemas import LimitedSchema, StrictBoolean, StrictFloat, StrictInteger
 
 ROLES = ("system", "developer", "user", "assistant")
@@ -46,18 +48,31 @@ class StreamOptionsSchema(Schema):
     include_usage = StrictBoolean(load_default=False)
 
 
-class ChatCompletionRequestSchema(LimitedSchema):
-    """Body of `POST /v1/chat/completions`: the subset of OpenAI's parameters this service honours."""
+class OpenAIRequestSchema(LimitedSchema, SamplingFields):
+    """What chat and legacy completions share: the model, the token budget, sampling, `n`, streaming."""
 
     model = fields.String(required=True, validate=validate.Length(min=1))
-    messages = fields.List(fields.Nested(MessageSchema), required=True, validate=validate.Length(min=1))
     max_tokens = StrictInteger(allow_none=True, validate=validate.Range(min=1))
-    max_completion_tokens = StrictInteger(allow_none=True, validate=validate.Range(min=1))  # newer clients' name
     temperature = StrictFloat(allow_none=True, validate=validate.Range(0.0, 2.0))
+    n = StrictInteger(allow_none=True, validate=validate.Range(1, MAX_N))
     stream = StrictBoolean(load_default=False)
     stream_options = fields.Nested(StreamOptionsSchema, allow_none=True)
-    n = StrictInteger(validate=validate.Equal(1, error="Only n=1 is supported."))
-    user = fields.String()
+    user = fields.String(allow_none=True)
+    logit_bias = fields.Dict(allow_none=True, validate=validate.Length(max=0, error="logit_bias is not supported."),
+                             metadata={"description": "accepted only empty (clients send {})"})
+
+    @validates("max_tokens")
+    def max_tokens_within_limit(self, value: Optional[int], **_) -> None:
+        self.check_max_tokens(value)
+
+
+class ChatCompletionRequestSchema(OpenAIRequestSchema):
+    """Body of `POST /v1/chat/completions`: the subset of OpenAI's parameters this service honours."""
+
+    messages = fields.List(fields.Nested(MessageSchema), required=True, validate=validate.Length(min=1))
+    max_completion_tokens = StrictInteger(allow_none=True, validate=validate.Range(min=1))  # newer clients' name
+    logprobs = StrictBoolean(allow_none=True)
+    top_logprobs = StrictInteger(allow_none=True, validate=validate.Range(0, MAX_TOP_LOGPROBS))
 
     @validates_schema
     def messages_are_usable(self, data: dict, **_) -> None:
@@ -69,9 +84,48 @@ class ChatCompletionRequestSchema(LimitedSchema):
         except ValidationError as error:
             raise ValidationError(error.messages, "messages") from None
 
-    @validates("max_tokens", "max_completion_tokens")
-    def max_tokens_within_limit(self, value: Optional[int], **_) -> None:
+    @validates_schema
+    def top_logprobs_need_logprobs(self, data: dict, **_) -> None:
+        if data.get("top_logprobs") is not None and not data.get("logprobs"):
+            raise ValidationError("top_logprobs needs logprobs: true.", "top_logprobs")
+
+    @validates("max_completion_tokens")
+    def max_completion_tokens_within_limit(self, value: Optional[int], **_) -> None:
         self.check_max_tokens(value)
+
+
+class CompletionRequestSchema(OpenAIRequestSchema):
+    """Body of `POST /v1/completions`, the legacy text endpoint: the prompt is continued as it is (no
+    chat template). One prompt per request; `suffix` and `best_of` > `n` are refused."""
+
+    prompt = fields.Raw(required=True, metadata={"description": "a string, or a list holding one string",
+                                                 "oneOf": [{"type": "string"},
+                                                           {"type": "array", "items": {"type": "string"},
+                                                            "minItems": 1, "maxItems": 1}]})
+    logprobs = StrictInteger(allow_none=True, validate=validate.Range(0, MAX_TOP_LOGPROBS))
+    echo = StrictBoolean(allow_none=True)
+    best_of = StrictInteger(allow_none=True, validate=validate.Range(1, MAX_N))
+    suffix = fields.String(allow_none=True, validate=validate.Length(max=0, error="suffix is not supported."))
+
+    @validates("prompt")
+    def prompt_is_one_text(self, value: Any, **_) -> None:
+        text = value[0] if isinstance(value, list) and len(value) == 1 else value
+        if not isinstance(text, str):
+            raise ValidationError("Must be a string, or a list holding one string (token arrays and several "
+                                  "prompts per request are not supported).")
+        if not text.strip():
+            raise ValidationError("Prompt must not be empty.")
+        self.check_text([text], "Prompt")
+
+    @validates_schema
+    def echo_without_logprobs(self, data: dict, **_) -> None:
+        if data.get("echo") and data.get("logprobs") is not None:
+            raise ValidationError("echo with logprobs is not supported: the prompt's tokens have none here.", "echo")
+
+    @validates_schema
+    def best_of_is_n(self, data: dict, **_) -> None:
+        if data.get("best_of") not in (None, 1, data.get("n") or 1):
+            raise ValidationError("best_of must equal n: answers are not ranked here.", "best_of")
 
 
 def last_user_message(messages: list[dict]) -> str:

@@ -9,6 +9,8 @@ from marshmallow import INCLUDE, Schema, fields
 from jobs.status import JobStatus
 from settings import Settings
 from webapp.context import web
+from webapp import embeddings
+from webapp.openai_schemas import ChatCompletionRequestSchema, CompletionRequestSchema
 from webapp.schemas import JobRequestSchema, live_limits
 
 bp = Blueprint("openapi", __name__)
@@ -128,16 +130,44 @@ def build_spec(settings: Settings) -> dict:
             {"name": "key_id", "in": "query", "description": "another key's (admin keys only)",
              "schema": {"type": "string", "minLength": 1, "maxLength": 16}}],
         "responses": {**_ok(200, "Usage", "usage"), **_errors(400, 401, 403, 404, 429, 503)}}})
+    _openai_paths(spec, secured, settings)
     spec.path("/health", operations={"get": {
         "summary": "Liveness: the process answers", "responses": _ok(200, "Health", "alive")}})
     spec.path("/ready", operations={"get": {
         "summary": "Readiness: Redis, and a live worker with a stepping engine on every queue",
         "responses": {**_ok(200, "Ready", "ready"), **_ok(503, "Ready", "not ready")}}})
     document = spec.to_dict()
-    properties = document["components"]["schemas"]["JobRequest"]["properties"]
+    schemas = document["components"]["schemas"]
     for field, keywords in live_limits(settings).items():
-        properties[field].update(keywords)
+        schemas["JobRequest"]["properties"][field].update(keywords)
+    for name in ("ChatCompletionRequest", "CompletionRequest"):
+        schemas[name]["properties"]["max_tokens"].update(live_limits(settings)["max_tokens"])
     return document
+
+
+OPENAI_ERRORS = (400, 401, 404, 413, 415, 429, 502, 503, 504)
+
+
+def _openai_paths(spec: APISpec, secured: dict, settings: Settings) -> None:
+    """The OpenAI-compatible endpoints: chat and legacy completions, models, embeddings."""
+    for path, name, schema, summary in (
+            ("/v1/chat/completions", "ChatCompletionRequest", ChatCompletionRequestSchema,
+             "OpenAI chat completion (stream: true answers with Server-Sent Events)"),
+            ("/v1/completions", "CompletionRequest", CompletionRequestSchema,
+             "OpenAI legacy text completion: the prompt is continued with no chat template")):
+        spec.components.schema(name, schema=schema)
+        spec.path(path, operations={"post": {
+            "summary": summary, **secured,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": name}}},
+            "responses": {"200": {"description": "the completion (JSON), or its chunks (text/event-stream)",
+                                  "content": {"application/json": {"schema": {"type": "object"}},
+                                              "text/event-stream": {"schema": {"type": "string"}}}},
+                          **_errors(*OPENAI_ERRORS)}}})
+    spec.path("/v1/models", operations={"get": {
+        "summary": "The served models: one per tier, the routing aliases, the embedding model", **secured,
+        "responses": {"200": {"description": "the models", "content": {"application/json": {
+            "schema": {"type": "object"}}}}, **_errors(401, 429, 503)}}})
+    embeddings.document(spec, secured, settings)
 
 
 @bp.get("/openapi.json")

@@ -7,38 +7,16 @@ from __future__ import annotations
 
 from typing import Iterable, Optional
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates
 
 from jobs.queues import DEFAULT_PRIORITY
 from settings import Settings, get_settings
+from webapp.fields import StrictBoolean, StrictFloat, StrictInteger
+from webapp.sampling import (MAX_N, MAX_TOP_LOGPROBS, SAMPLING_INPUTS, SamplingFields, logprobs_field,
+                             sampling_job_fields)
 from webapp.tokens import prompt_tokens
 
-
-class StrictInteger(fields.Integer):
-    """An integer that refuses booleans and numeric strings."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValidationError("Not a valid integer.")
-        return super()._deserialize(value, attr, data, **kwargs)
-
-
-class StrictBoolean(fields.Boolean):
-    """true or false, not "yes", 1 or "false"."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, bool):
-            raise ValidationError("Not a valid boolean.")
-        return value
-
-
-class StrictFloat(fields.Float):
-    """A number that refuses booleans and numeric strings."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValidationError("Not a valid number.")
-        return super()._deserialize(value, attr, data, **kwargs)
+__all__ = ["JobRequestSchema", "LimitedSchema", "StrictBoolean", "StrictFloat", "StrictInteger", "live_limits"]
 
 
 class LimitedSchema(Schema):
@@ -75,8 +53,9 @@ def live_limits(settings: Settings) -> dict:
     return {"prompt": {"maxLength": settings.prompt_max_chars}, "max_tokens": {"maximum": settings.max_tokens_limit}}
 
 
-class JobRequestSchema(LimitedSchema):
-    """Body of `POST /v1/jobs` and `POST /generate`."""
+class JobRequestSchema(LimitedSchema, SamplingFields):
+    """Body of `POST /v1/jobs` and `POST /generate`: the prompt, and the sampling, stop and format
+    fields of the OpenAI-compatible API (webapp.sampling)."""
 
     # The pattern (some non-space character) only documents the emptiness check below.
     prompt = fields.String(required=True, validate=validate.Length(min=1), metadata={"pattern": r"\S"})
@@ -86,6 +65,18 @@ class JobRequestSchema(LimitedSchema):
     priority = StrictInteger(load_default=DEFAULT_PRIORITY, validate=validate.Range(0, 9),
                              metadata={"description": "9 runs first"})
     cache = StrictBoolean(load_default=True)  # false: skip cached answers (the fresh one is still kept)
+    n = StrictInteger(load_default=1, validate=validate.Range(1, MAX_N),
+                      metadata={"description": "answers to generate; the result lists them in `choices`"})
+    logprobs = StrictInteger(allow_none=True, validate=validate.Range(0, MAX_TOP_LOGPROBS), metadata={
+        "description": "return each token's log-probability with this many alternatives (0-5)"})
+
+    @post_load
+    def as_job(self, data: dict, **_) -> dict:
+        """The job to queue: the prompt and its settings, sampling fields only where they change something."""
+        job = {k: v for k, v in data.items() if k not in SAMPLING_INPUTS and k not in ("n", "logprobs")}
+        if data["n"] > 1:
+            job["n"] = data["n"]
+        return {**job, **sampling_job_fields(data), **logprobs_field(data.get("logprobs"))}
 
     @validates("prompt")
     def prompt_is_usable(self, value: str, **_) -> None:
