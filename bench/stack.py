@@ -1,6 +1,7 @@
 """Start and stop the servers the benchmark talks to, on ports and a Redis DB of its own."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
@@ -64,6 +65,12 @@ def mlx_server(model_path: str, port: int, decode_concurrency: int, log: Path) -
         yield url
     finally:
         stop_process(proc)
+
+
+def add_platform_arguments(parser: argparse.ArgumentParser) -> None:
+    """--port and --redis-url for a benchmark that starts the platform (BENCH_PORT, BENCH_REDIS_URL)."""
+    parser.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", "8870")))
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"))
 
 
 @contextlib.contextmanager

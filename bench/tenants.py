@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import tempfile
 import threading
@@ -26,6 +25,7 @@ from typing import Optional
 
 import requests
 
+from bench import stack
 from bench.runner import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,7 +117,6 @@ def _flood(url: str, key: str, flooders: int, max_tokens: int, stop: threading.E
 
 
 def bench_flood(args: argparse.Namespace) -> dict:
-    from bench import stack
     from jobs import redis_client
     from settings import get_settings
     from tenants.service import Tenants
@@ -162,8 +161,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     flood.add_argument("--slots", type=int, default=8, help="each tier's concurrency and ENGINE_MAX_BATCH")
     flood.add_argument("--a-max-in-flight", type=int, default=None, help="the flooding key's --max-in-flight")
     flood.add_argument("--fair-share", default="1,0", help="FAIR_SHARE values to run, one stack each")
-    flood.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", "8870")))
-    flood.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"))
+    stack.add_platform_arguments(flood)
     for command in (keypath, flood):
         command.add_argument("--out", default=str(ROOT / "reports"))
     args = parser.parse_args(argv)

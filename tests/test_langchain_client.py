@@ -43,26 +43,26 @@ def base_url(live_server) -> str:
     return f"{live_server}/v1"
 
 
-@pytest.fixture(scope="module")
-def chat_model(base_url):
-    """`ChatOpenAI` on the platform: model "small", 12 tokens and greedy unless the test says otherwise."""
-    def make(**params) -> ChatOpenAI:
+def _short_and_greedy(model_class, base_url: str):
+    """A factory of `model_class` (LangChain's ChatOpenAI or OpenAI) on the platform: model "small", 12 tokens
+    and greedy unless the test says otherwise."""
+    def make(**params):
         params.setdefault("max_tokens", 12)
         params.setdefault("temperature", 0)
-        return ChatOpenAI(model="small", base_url=base_url, **{**CLIENT, **params})
+        return model_class(model="small", base_url=base_url, **{**CLIENT, **params})
 
     return make
+
+
+@pytest.fixture(scope="module")
+def chat_model(base_url):
+    return _short_and_greedy(ChatOpenAI, base_url)
 
 
 @pytest.fixture(scope="module")
 def completion_model(base_url):
-    """The legacy completions `OpenAI` LLM on the platform, greedy and 12 tokens unless the test says otherwise."""
-    def make(**params) -> OpenAI:
-        params.setdefault("max_tokens", 12)
-        params.setdefault("temperature", 0)
-        return OpenAI(model="small", base_url=base_url, **{**CLIENT, **params})
-
-    return make
+    """The legacy completions `OpenAI` LLM."""
+    return _short_and_greedy(OpenAI, base_url)
 
 
 @pytest.fixture(scope="module")
