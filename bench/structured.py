@@ -5,8 +5,8 @@
 
 `grammar` loads the tier's llama.cpp engine in this process and generates the same prompts with no
 grammar, with the JSON-object grammar and with a JSON-schema grammar, one request at a time and 8
-side by side, alternating the three in each round: aggregate tokens/s per mode, and the ratio to no
-grammar. `validity` starts the stack as `make run` does (BENCH_PORT, BENCH_REDIS_URL) and sends
+side by side, alternating the three in each round: aggregate tokens/s per mode (after each answer's
+first token, so prefill is left out), the mean answer length, and the ratio to no grammar. `validity` starts the stack as `make run` does (BENCH_PORT, BENCH_REDIS_URL) and sends
 `--requests` JSON-schema chat requests across five schemas (sampled at temperature 0.9, a seed each)
 through the official `openai` client, 8 at a time; every answer is parsed and validated with
 `jsonschema`. Results go to reports/.
@@ -28,9 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PROMPTS = {"city": "Name a famous city and its country.", "sentiment": "Classify: 'I loved this film!'",
                   "person": "Invent a person with an address.", "shopping": "List things to buy for a picnic.",
                   "measure": "How long is a football pitch?"}
-GRAMMAR_PROMPTS = ["Describe a cat.", "Tell me about Paris.", "Invent a person with an address.",
-                   "List things to buy for a picnic.", "What is the capital of France?", "Describe your ideal house.",
-                   "Name three planets.", "Describe a car."]
+# Prompts that ask for JSON, so that answers run about as long with and without a grammar (a
+# model held to JSON where it wanted prose may close the object at once, and tokens/s would then
+# measure prefill instead of decoding).
+GRAMMAR_PROMPTS = [f"Describe {thing} as a JSON object with several fields." for thing in (
+    "a cat", "Paris", "a person with an address", "a picnic shopping list", "France", "your ideal house",
+    "the planets", "a car")]
 
 
 def schemas() -> dict:
@@ -44,34 +47,46 @@ def schemas() -> dict:
 def bench_grammar(tier: str, rounds: int, max_tokens: int) -> dict:
     from engines.base import GenerationRequest
     from engines.provider import create_engine
-    from webapp.sampling import grammar_for
+    from webapp.grammar import grammar_for
 
     engine = create_engine(tier)
     person = {"type": "json_schema", "json_schema": {"name": "person", "schema": schemas()["person"]}}
     modes = {"none": None, "json_object": grammar_for({"type": "json_object"}), "json_schema": grammar_for(person)}
 
-    def one(prompt: str, grammar: Optional[str]) -> int:
+    def one(prompt: str, grammar: Optional[str]) -> tuple[int, float, float]:
+        """Tokens after the first, and when the first and the last came."""
         request = GenerationRequest([{"role": "user", "content": prompt}], max_tokens, temperature=0.7, seed=1,
                                     grammar=grammar)
-        return sum(c.token is not None and c.finish_reason != "stop" for c in engine.generate(request))
+        tokens, first = 0, None
+        for chunk in engine.generate(request):
+            first = first or time.perf_counter()
+            tokens += chunk.token is not None and chunk.finish_reason != "stop"
+        return tokens, first, time.perf_counter()
 
-    def run(grammar: Optional[str], width: int) -> float:
-        started = time.perf_counter()
+    def run(grammar: Optional[str], width: int) -> tuple[float, float]:
+        """Decode tokens/s over the run (from the first answer's first token to the last answer's end)
+        and the mean answer length."""
         with ThreadPoolExecutor(width) as pool:
-            tokens = sum(pool.map(lambda p: one(p, grammar), GRAMMAR_PROMPTS[:max(width, 2)]))
-        return tokens / (time.perf_counter() - started)
+            answers = list(pool.map(lambda p: one(p, grammar), GRAMMAR_PROMPTS[:max(width, 2)]))
+        decoded = sum(tokens - 1 for tokens, _, _ in answers)
+        span = max(end for _, _, end in answers) - min(first for _, first, _ in answers)
+        return decoded / span, statistics.mean(tokens for tokens, _, _ in answers)
 
     run(None, 1)  # warm-up
     report: dict = {"tier": tier, "model": engine.model_id, "max_tokens": max_tokens}
     for width in (1, 8):
         rates: dict[str, list[float]] = {mode: [] for mode in modes}
+        lengths: dict[str, list[float]] = {mode: [] for mode in modes}
         for _ in range(rounds):
             for mode, grammar in modes.items():
-                rates[mode].append(run(grammar, width))
+                rate, length = run(grammar, width)
+                rates[mode].append(rate)
+                lengths[mode].append(length)
         medians = {mode: round(statistics.median(values), 1) for mode, values in rates.items()}
         report[f"{width}_at_a_time"] = {
-            "tokens_per_s": medians,
-            "ratio_to_none": {mode: round(medians[mode] / medians["none"], 2) for mode in modes}}
+            "decode_tokens_per_s": medians,
+            "ratio_to_none": {mode: round(medians[mode] / medians["none"], 2) for mode in modes},
+            "mean_answer_tokens": {mode: round(statistics.mean(values), 1) for mode, values in lengths.items()}}
         print(json.dumps({f"{width}_at_a_time": report[f"{width}_at_a_time"]}), flush=True)
     return report
 

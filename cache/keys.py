@@ -50,8 +50,10 @@ def answer_settings(job: dict, *skip: str) -> dict:
 def exact_key(job: dict, models: dict[str, str]) -> str:
     """Hash of the normalised conversation plus everything else that changes the answer
     (`models`: the model id per tier, so that a changed model misses)."""
+    # A completion prompt is continued exactly as written: case, spaces and a final '.' change the answer.
+    as_is = (lambda text: text) if job.get("raw_prompt") else normalise_text
     material = {
-        "messages": [[m.get("role", "user"), normalise_text(str(m.get("content", "")))] for m in job_messages(job)],
+        "messages": [[m.get("role", "user"), as_is(str(m.get("content", "")))] for m in job_messages(job)],
         "settings": answer_settings(job, "key_id"),
         "models": models,
         "scope": scope(job),

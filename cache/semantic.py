@@ -40,8 +40,11 @@ class SemanticCache:
         return f"{self.index.prefix}:pending:{job_id}"
 
     def cacheable(self, job: dict) -> bool:
-        """Deterministic single prompts only: a conversation's answer depends on more than its last words."""
-        return self.index.max_entries > 0 and deterministic(job) and not job.get("messages") and bool(job.get("prompt"))
+        """Deterministic single questions with one answer only: a conversation's answer depends on more than
+        its last words, a completion prompt is continued as written (a paraphrase continues differently),
+        and of several answers one may have run out of tokens where the others did not."""
+        return (self.index.max_entries > 0 and deterministic(job) and not job.get("messages")
+                and not job.get("raw_prompt") and job.get("n", 1) == 1 and bool(job.get("prompt")))
 
     def answer(self, job_id: str, job: dict, routing: dict, embedding: np.ndarray) -> Optional[dict]:
         """Finish the job from the cache and return its result, or None when it must be generated.

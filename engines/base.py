@@ -5,11 +5,20 @@ import threading
 from dataclasses import dataclass, field
 from typing import Iterator, Optional, Protocol
 
+from engines.features import NEUTRAL
 
-# The request fields that shape sampling, named as in the jobs API and OpenAI's (engines/sampling.py
-# holds their neutral values and limits).
-SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
-                   "repetition_penalty", "seed")
+
+class CancelFlag(Protocol):
+    """What the engines use of a request's cancel flag (a threading.Event, or one answer's own flag)."""
+
+    def is_set(self) -> bool: ...
+
+    def set(self) -> None: ...
+
+
+# The request fields that shape sampling, named as in the jobs API and OpenAI's (engines/features.py
+# holds the neutral values; webapp/sampling.py the limits).
+SAMPLING_FIELDS = ("temperature", *NEUTRAL, "seed")
 
 
 @dataclass
@@ -26,7 +35,7 @@ class GenerationRequest:
     messages: list[dict]
     max_tokens: int = 128
     temperature: float = 0.0
-    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel: CancelFlag = field(default_factory=threading.Event)
     top_p: float = 1.0
     top_k: int = 0
     min_p: float = 0.0

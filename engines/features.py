@@ -11,6 +11,9 @@ PENALTY_LAST_N = 64  # tokens the penalties look back over, prompt included (lla
 NEUTRAL = {"top_p": 1.0, "top_k": 0, "min_p": 0.0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
            "repetition_penalty": 1.0}
 
+# What each API field is called on the engine's GenerationRequest, where the name differs.
+REQUEST_FIELD = {"response_format": "grammar"}
+
 # Request fields a backend cannot honour, with why.
 UNSUPPORTED = {
     "llamacpp": {},
@@ -22,3 +25,8 @@ UNSUPPORTED = {
 def unsupported(backend: str) -> dict[str, str]:
     """The fields `backend` refuses, each with the reason."""
     return UNSUPPORTED.get(backend, {})
+
+
+def unsupported_request_fields(backend: str) -> list[str]:
+    """The GenerationRequest fields `backend` cannot honour (`unsupported`, by the engine's names)."""
+    return [REQUEST_FIELD.get(name, name) for name in unsupported(backend)]

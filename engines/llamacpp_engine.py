@@ -20,7 +20,7 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -202,7 +202,12 @@ class LlamaCppEngine(ThreadedEngine):
                 outbox.put(exc)
                 continue
             slot = min(s for s in range(self.max_batch) if s not in running)
-            shared = self._prefix.reuse(prompt, slot) if self._prefix else 0
+            try:
+                shared = self._prefix.reuse(prompt, slot) if self._prefix else 0
+            except Exception as exc:  # the loop restarts on a clean KV cache; this caller must not wait for ever
+                sampler.close()
+                outbox.put(exc)
+                raise
             self.stats.reused_prompt_tokens += shared
             running[slot] = _Sequence(self._active(request, prompt, outbox), slot, prompt, prompt[shared:], need,
                                       sampler, position=shared)
@@ -279,7 +284,7 @@ class LlamaCppEngine(ThreadedEngine):
             seq.pending.append(token)
             seq.entry.emit(token, None, logprob)
 
-    def _logprob(self, row: int, alternatives: int):
+    def _logprob(self, row: int, alternatives: int) -> Callable[[int], dict]:
         """The step's log-probabilities (read before sampling), as a function of the sampled token."""
         logits = np.ctypeslib.as_array(
             ctypes.cast(self._llama.llama_get_logits_ith(self._ctx, row), ctypes.POINTER(ctypes.c_float)),

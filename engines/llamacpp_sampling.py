@@ -60,7 +60,8 @@ class SequenceSampler:
         if request.min_p > 0.0:
             self._add(llama.llama_sampler_init_min_p(request.min_p, 1))
         self._add(llama.llama_sampler_init_temp(request.temperature))
-        seed = llama.LLAMA_DEFAULT_SEED if request.seed is None else request.seed % 2**32
+        # llama.cpp reads LLAMA_DEFAULT_SEED (2**32 - 1) as "pick one at random": no given seed may land on it
+        seed = llama.LLAMA_DEFAULT_SEED if request.seed is None else request.seed % llama.LLAMA_DEFAULT_SEED
         self._add(llama.llama_sampler_init_dist(seed))
 
     def _add(self, sampler: Any) -> None:

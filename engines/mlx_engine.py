@@ -7,7 +7,7 @@ from typing import Any, Callable, Optional
 
 from engines.base import GenerationRequest
 from engines.blas import blas_in_use
-from engines.features import PENALTY_LAST_N
+from engines.features import PENALTY_LAST_N, unsupported_request_fields
 from engines.logprobs import logprob_entry
 from engines.threaded import Active, ThreadedEngine
 from settings import Settings, get_settings
@@ -15,16 +15,15 @@ from settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 
-# What mlx-lm cannot do per request; the web app refuses these with a 400 (engines.features).
-UNSUPPORTED = ("seed", "grammar")
-
-
 @functools.lru_cache(maxsize=64)
 def _sampler(temperature: float, top_p: float, top_k: int, min_p: float) -> Callable:
     """One sampler object per setting: BatchGenerator samples a batch in one call only when its rows
-    share the same sampler object. (mlx-lm's top_p 0.0 and 1.0 both mean off.)"""
+    share the same sampler object. mlx-lm reads top_p 0 as "off": here, as on llama.cpp, it keeps
+    only the most likely token, which is greedy."""
     from mlx_lm.sample_utils import make_sampler
 
+    if top_p <= 0.0:
+        return make_sampler(temp=0.0)
     return make_sampler(temp=temperature, top_p=top_p if top_p < 1.0 else 0.0, top_k=top_k, min_p=min_p)
 
 
@@ -138,8 +137,8 @@ class MLXEngine(ThreadedEngine):
         while (queued := self._next_request(wait)) is not None:
             wait = False
             request, prompt, outbox = queued
-            refused = [name for name in UNSUPPORTED if getattr(request, name) is not None]
-            if refused:
+            refused = [name for name in unsupported_request_fields("mlx") if getattr(request, name) is not None]
+            if refused:  # the web app refuses these with a 400 first: this guards other callers
                 outbox.put(ValueError(f"the MLX engine does not support {', '.join(refused)}"))
                 continue
             cache, rest = self._reuse_prefix(prompt)
@@ -190,10 +189,12 @@ class MLXEngine(ThreadedEngine):
         alternatives = entry.request.logprobs
         if alternatives is None or response.finish_reason == "stop":
             return None
+        import mlx.core as mx
         import numpy as np
 
-        return logprob_entry(np.array(response.logprobs, dtype=np.float64), response.token, alternatives,
-                             self._piece)
+        # numpy cannot read bfloat16 (the dtype of many mlx-community models' logits) straight from MLX
+        row = np.array(response.logprobs.astype(mx.float32), dtype=np.float64)
+        return logprob_entry(row, response.token, alternatives, self._piece)
 
     def _piece(self, token: int) -> bytes:
         return self.tokenizer.decode([token]).encode()

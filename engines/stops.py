@@ -28,7 +28,7 @@ class StopMatcher:
         cut = min((i for i in (text.find(stop) for stop in self.stops) if i >= 0), default=-1)
         if cut >= 0:
             self._held = ""
-            if chunk.finish_reason and chunk.token is None:  # an engine's own end: nothing to count
+            if chunk.finish_reason in ("stop", "cancelled"):  # the end-of-text token or none: not to be counted
                 yield replace(chunk, text=text[:cut], finish_reason="stop")
                 return
             yield replace(chunk, text=text[:cut], finish_reason=None)

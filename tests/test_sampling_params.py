@@ -11,7 +11,8 @@ from engines.base import GenerationChunk
 from engines.stops import StopMatcher
 from helpers import app_with
 from webapp.openai_format import legacy_logprobs
-from webapp.sampling import grammar_for, sampling_job_fields
+from webapp.grammar import MAX_REPEAT, grammar_for
+from webapp.sampling import sampling_job_fields
 
 USER = [{"role": "user", "content": "hi"}]
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
@@ -174,3 +175,59 @@ def test_every_parameter_and_endpoint_is_in_the_openapi_document(client):
     assert shared | {"logprobs", "echo", "prompt"} <= set(schemas["CompletionRequest"]["properties"])
     assert shared | {"logprobs"} <= set(schemas["JobRequest"]["properties"])
     assert json.dumps(schemas["ChatCompletionRequest"]["properties"]["top_p"]).count("maximum")
+
+
+@pytest.mark.parametrize("schema,why", [
+    ({"type": "string", "maxLength": MAX_REPEAT + 1}, "maxLength"),
+    ({"type": "array", "items": {"type": "string"}, "minItems": 50_000}, "minItems"),
+    ({"type": "string", "pattern": "^a{0,5000}$"}, "pattern"),
+])
+def test_a_schema_whose_grammar_would_be_huge_is_refused_at_the_request(client, schema, why):
+    """The converter nests one group per unit of repetition: 50,000 crashed a worker in llama.cpp's
+    grammar parser. Such a schema is a 400 naming the reason, before anything is queued."""
+    body = {"model": "auto", "messages": USER,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["param"] == "response_format" and why in error["message"]
+    assert len(grammar_for({"type": "json_schema", "json_schema": {
+        "name": "x", "schema": {"type": "string", "maxLength": MAX_REPEAT}}})) < 20_000
+
+
+def test_a_deeply_nested_schema_is_a_400_not_a_500(client):
+    schema: dict = {"type": "array"}
+    for _ in range(150):
+        schema = {"type": "array", "items": schema}
+    body = {"model": "auto", "messages": USER,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400 and response.get_json()["error"]["param"] == "response_format"
+
+
+def test_the_web_process_converts_schemas_without_loading_libllama():
+    import subprocess
+    import sys
+
+    code = ("import sys; from webapp.grammar import grammar_for; "
+            "grammar_for({'type': 'json_object'}); print('llama_cpp' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+
+
+def test_a_completion_prompt_is_keyed_exactly_as_written():
+    models = {"small": "s", "large": "l"}
+    raw = _job(prompt="The capital of France is", raw_prompt=True)
+    assert exact_key(raw, models) != exact_key({**raw, "prompt": "the capital of france is"}, models)
+    assert exact_key(raw, models) != exact_key({**raw, "prompt": "The capital of France is "}, models)
+    chat = _job(prompt="What is the capital of France?")
+    assert exact_key(chat, models) == exact_key({**chat, "prompt": "what is the capital of france"}, models)
+
+
+def test_an_end_of_text_token_that_releases_a_stop_string_is_not_counted():
+    matcher = StopMatcher(["END"])
+    out = list(matcher.feed(GenerationChunk("Hi E", token=1)))
+    out += matcher.feed(GenerationChunk("ND", token=2, finish_reason="stop"))
+    assert "".join(c.text for c in out) == "Hi "
+    assert out[-1].finish_reason == "stop" and all(c.finish_reason is None for c in out[:-1])
+    assert sum(c.token is not None and c.finish_reason != "stop" for c in out) == 1

@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import Optional
 
 from webapp.openai_schemas import last_user_message
-from webapp.sampling import sampling_job_fields
+from webapp.sampling import DEFAULT_MAX_TOKENS, sampling_job_fields
 
-DEFAULT_MAX_TOKENS = 128  # chat; OpenAI has none
 DEFAULT_COMPLETION_MAX_TOKENS = 16  # legacy completions: OpenAI's default
 
 

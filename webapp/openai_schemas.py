@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
-from webapp.sampling import MAX_N, MAX_TOP_LOGPROBS, SamplingFields
+from webapp.sampling import MAX_N, MAX_TOP_LOGPROBS, TEMPERATURE_RANGE, SamplingFields
 from webapp.schemas import LimitedSchema, StrictBoolean, StrictFloat, StrictInteger
 
 ROLES = ("system", "developer", "user", "assistant")
@@ -53,7 +53,7 @@ class OpenAIRequestSchema(LimitedSchema, SamplingFields):
 
     model = fields.String(required=True, validate=validate.Length(min=1))
     max_tokens = StrictInteger(allow_none=True, validate=validate.Range(min=1))
-    temperature = StrictFloat(allow_none=True, validate=validate.Range(0.0, 2.0))
+    temperature = StrictFloat(allow_none=True, validate=validate.Range(*TEMPERATURE_RANGE))
     n = StrictInteger(allow_none=True, validate=validate.Range(1, MAX_N))
     stream = StrictBoolean(load_default=False)
     stream_options = fields.Nested(StreamOptionsSchema, allow_none=True)

@@ -51,7 +51,8 @@ def streamed_completion(record: dict, include_usage: bool, style: Format | None 
     events = job_events(job_id, deadline=deadline)
     base = {"id": f"{style.id_prefix}{job_id}", "object": style.chunk_object, "created": int(record["created_at"]),
             "model": model}
-    answers = int((record.get("request") or {}).get("n") or 1)
+    # an exact hit's record keeps little of its request: its result says how many answers there are
+    answers = max(int((record.get("request") or {}).get("n") or 1), len(early_result.get("choices") or ()))
 
     def chunk(*choices: dict, **extra) -> str:
         return sse(json.dumps({**base, "choices": list(choices), **extra}))
@@ -123,7 +124,7 @@ def stream_error(event: StreamEvent) -> dict:
     return {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
 
 
-def routing_info(decision: dict, cached) -> dict:
+def routing_info(decision: dict, cached: bool | str | None) -> dict:
     return {**decision, "cached": cached}
 
 

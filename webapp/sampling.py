@@ -2,14 +2,11 @@
 and completions alike): their limits, defined once here, and how they become job fields.
 
 A job carries only the fields that change something (a neutral `top_p: 1` is dropped), so that
-equal requests share cached answers. `response_format` becomes a GBNF grammar here, with
-llama.cpp's own JSON-schema converter: a schema it cannot express is a 400 now, not a failed job.
+equal requests share cached answers. `response_format` becomes a GBNF grammar here
+(webapp.grammar): a schema that cannot be one is a 400 now, not a failed job.
 """
 from __future__ import annotations
 
-import functools
-import json
-import re
 from typing import Any, Optional
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -18,7 +15,10 @@ from engines.features import NEUTRAL, unsupported
 from engines.provider import backend_name
 from settings import Settings
 from webapp.fields import StrictFloat, StrictInteger
+from webapp.grammar import grammar_for
 
+DEFAULT_MAX_TOKENS = 128  # the jobs API's and chat's (OpenAI's chat has none; its legacy completions say 16)
+TEMPERATURE_RANGE = (0.0, 2.0)
 MAX_STOP = 4  # stop strings per request (OpenAI's limit)
 MAX_STOP_CHARS = 200
 MAX_N = 4  # answers per request
@@ -26,11 +26,6 @@ MAX_TOP_LOGPROBS = 5  # alternatives per token
 MAX_TOP_K = 1000
 SEED_RANGE = (-(2 ** 63), 2 ** 64 - 1)
 SCHEMA_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
-MAX_SCHEMA_CHARS = 20_000
-# A JSON string character as llama.cpp's current converter writes it. The copy in llama-cpp-python
-# 0.3.36 admits raw control characters (`[^"\\]`), which JSON forbids inside strings: a model that
-# wrote a newline in a string gave an answer that does not parse.
-JSON_CHAR_RULE = r'char ::= [^"\\\x7F\x00-\x1F] | [\\] (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 # The request fields `sampling_job_fields` turns into job fields.
 SAMPLING_INPUTS = (*NEUTRAL, "seed", "stop", "response_format")
 
@@ -108,7 +103,7 @@ class SamplingFields(Schema):
     @validates_schema
     def response_format_is_usable(self, data: dict, **_) -> None:
         response_format = data.get("response_format") or {}
-        if response_format.get("type") != "json_schema":
+        if response_format.get("type") in (None, "text"):
             return
         try:
             grammar_for(response_format)
@@ -133,50 +128,6 @@ def sampling_job_fields(data: dict, convert: bool = True) -> dict:
         if convert:
             job["grammar"] = grammar_for(response_format)
     return job
-
-
-def grammar_for(response_format: dict) -> str:
-    """The GBNF grammar that admits only answers of `response_format` (any JSON object, or the schema's).
-
-    Raises ValueError for a schema that is invalid or that llama.cpp's converter cannot express."""
-    if response_format["type"] == "json_object":
-        return _llama_grammar().JSON_GBNF
-    schema = response_format["json_schema"]["schema"]
-    return _schema_grammar(json.dumps(schema, sort_keys=True))
-
-
-@functools.lru_cache(maxsize=256)
-def _schema_grammar(schema_json: str) -> str:
-    if len(schema_json) > MAX_SCHEMA_CHARS:
-        raise ValueError(f"the JSON schema is longer than {MAX_SCHEMA_CHARS} characters")
-    schema = json.loads(schema_json)
-    check_json_schema(schema)
-    try:
-        grammar = _llama_grammar().json_schema_to_gbnf(schema_json)
-    except Exception as error:  # the converter asserts and raises on what it cannot express
-        raise ValueError(f"the JSON schema cannot be turned into a grammar: {error or type(error).__name__}") \
-            from None
-    return re.sub(r"^char ::= .*$", lambda _: JSON_CHAR_RULE, grammar, flags=re.MULTILINE)
-
-
-def check_json_schema(schema: dict) -> None:
-    """Raise ValueError unless `schema` is a valid JSON Schema (Draft 2020-12)."""
-    import jsonschema
-
-    try:
-        jsonschema.Draft202012Validator.check_schema(schema)
-    except jsonschema.SchemaError as error:
-        raise ValueError(f"not a valid JSON schema: {error.message}") from None
-
-
-def _llama_grammar() -> Any:
-    """llama-cpp-python's grammar module (loaded on the first structured request; pure Python, though
-    importing its package loads libllama into the process)."""
-    try:
-        from llama_cpp import llama_grammar
-    except ImportError:
-        raise ValueError("structured output needs llama-cpp-python, which is not installed here") from None
-    return llama_grammar
 
 
 def logprobs_field(alternatives: Optional[int]) -> dict:

@@ -12,8 +12,8 @@ from marshmallow import RAISE, Schema, ValidationError, fields, post_load, valid
 from jobs.queues import DEFAULT_PRIORITY
 from settings import Settings, get_settings
 from webapp.fields import StrictBoolean, StrictFloat, StrictInteger
-from webapp.sampling import (MAX_N, MAX_TOP_LOGPROBS, SAMPLING_INPUTS, SamplingFields, logprobs_field,
-                             sampling_job_fields)
+from webapp.sampling import (DEFAULT_MAX_TOKENS, MAX_N, MAX_TOP_LOGPROBS, SAMPLING_INPUTS, TEMPERATURE_RANGE,
+                             SamplingFields, logprobs_field, sampling_job_fields)
 from webapp.tokens import prompt_tokens
 
 __all__ = ["JobRequestSchema", "LimitedSchema", "StrictBoolean", "StrictFloat", "StrictInteger", "live_limits"]
@@ -59,8 +59,8 @@ class JobRequestSchema(LimitedSchema, SamplingFields):
 
     # The pattern (some non-space character) only documents the emptiness check below.
     prompt = fields.String(required=True, validate=validate.Length(min=1), metadata={"pattern": r"\S"})
-    max_tokens = StrictInteger(load_default=128, validate=validate.Range(min=1))
-    temperature = StrictFloat(load_default=0.0, validate=validate.Range(0.0, 2.0))
+    max_tokens = StrictInteger(load_default=DEFAULT_MAX_TOKENS, validate=validate.Range(min=1))
+    temperature = StrictFloat(load_default=0.0, validate=validate.Range(*TEMPERATURE_RANGE))
     tier = fields.String(load_default="auto", validate=validate.OneOf(["auto", "small", "large"]))
     priority = StrictInteger(load_default=DEFAULT_PRIORITY, validate=validate.Range(0, 9),
                              metadata={"description": "9 runs first"})
