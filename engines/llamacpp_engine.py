@@ -123,7 +123,6 @@ class LlamaCppEngine(ThreadedEngine):
         quiet_llama_logs()
         self._held: Optional[tuple] = None  # a request waiting for KV room, first in line
         self.tokenizer = ChatTokenizer(tokenizer_folder_for_gguf(tokenizer_gguf or Path(gguf_path), settings=settings))
-        self._stop_tokens = set(self.tokenizer.eos_token_ids)
 
         llama_cpp.llama_backend_init()
         model_params = llama_cpp.llama_model_default_params()
@@ -132,6 +131,10 @@ class LlamaCppEngine(ThreadedEngine):
             raise ValueError(f"llama.cpp could not load {gguf_path}")
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        # The tokenizer's end tokens, and llama.cpp's end-of-generation ones (the only ones a grammar
+        # lets through once its answer is complete).
+        self._stop_tokens = set(self.tokenizer.eos_token_ids) | {
+            token for token in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, token)}
         threads = settings.engine_threads
         self.kv_tokens = settings.engine_seq_ctx * max_batch
         params = llama_cpp.llama_context_default_params()
@@ -276,7 +279,7 @@ class LlamaCppEngine(ThreadedEngine):
         if logprob is not None:
             logprob = logprob(token)
         seq.generated += 1
-        finish = "stop" if token in self._stop_tokens or self._llama.llama_vocab_is_eog(self._vocab, token) else (
+        finish = "stop" if token in self._stop_tokens else (
             "length" if seq.generated >= request.max_tokens else None)
         if finish:
             self._finish(running, slot, token, finish, logprob)
