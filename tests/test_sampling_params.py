@@ -231,3 +231,11 @@ def test_an_end_of_text_token_that_releases_a_stop_string_is_not_counted():
     assert "".join(c.text for c in out) == "Hi "
     assert out[-1].finish_reason == "stop" and all(c.finish_reason is None for c in out[:-1])
     assert sum(c.token is not None and c.finish_reason != "stop" for c in out) == 1
+
+
+def test_properties_are_written_in_the_schema_s_order():
+    schema = {"type": "object", "properties": {"zeta": {"type": "integer"}, "alpha": {"type": "integer"}},
+              "required": ["zeta", "alpha"], "additionalProperties": False}
+    root = next(line for line in grammar_for({"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+                .splitlines() if line.startswith("root ::="))
+    assert root.index("zeta") < root.index("alpha")

@@ -35,8 +35,8 @@ def grammar_for(response_format: dict) -> str:
     Raises ValueError for a schema that is invalid, too large, or that llama.cpp's converter cannot express."""
     if response_format["type"] == "json_object":
         return _llama_grammar().JSON_GBNF
-    try:
-        schema_json = json.dumps(response_format["json_schema"]["schema"], sort_keys=True)
+    try:  # keys in the schema's order: the converter has the model write properties in that order
+        schema_json = json.dumps(response_format["json_schema"]["schema"])
     except RecursionError:
         raise ValueError("the JSON schema is nested too deeply") from None
     return _schema_grammar(schema_json)
