@@ -15,16 +15,17 @@ from helpers import broker, job_store
 
 HOST = socket.gethostname()
 
-# For workers a test kills: Redis hands their unacknowledged jobs to another worker after 150 s
+# For workers a test kills: Redis hands their unacknowledged jobs to another worker after 70 s
 # (the session's workers keep the default); the time limits must stay below that, with room for a
-# loaded 2-core machine. Any worker sweeps every worker's unacknowledged messages, so start such
+# loaded 2-core machine (six 200-token jobs on the small tier take about 15 s together). The test
+# waits out this timeout, so it is the integration layer's longest wait. Any worker sweeps every worker's unacknowledged messages, so start such
 # workers only while nothing else is in flight (wait_until_nothing_in_flight).
 SHORT_REDELIVERY_ENV = {
-    "VISIBILITY_TIMEOUT_S": "150",
+    "VISIBILITY_TIMEOUT_S": "70",
     "UNACKED_RESTORE_INTERVAL_S": "1",
-    "ROUTING_TIME_LIMIT_S": "120",
-    "SMALL_TIME_LIMIT_S": "120",
-    "LARGE_TIME_LIMIT_S": "120",
+    "ROUTING_TIME_LIMIT_S": "60",
+    "SMALL_TIME_LIMIT_S": "60",
+    "LARGE_TIME_LIMIT_S": "60",
 }
 
 
