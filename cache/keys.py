@@ -8,8 +8,10 @@ import unicodedata
 
 from jobs.request import job_messages
 
-# Request fields that do not change the answer; every other field is part of the key.
-NOT_ANSWER_FIELDS = frozenset({"prompt", "messages", "cache", "stream"})
+# Request fields that do not change the answer; every other field is part of the key. A
+# `response_format` changes it only through the grammar made from it (its name, description and
+# `strict` change nothing), and the grammar is part of the key.
+NOT_ANSWER_FIELDS = frozenset({"prompt", "messages", "cache", "stream", "response_format"})
 # Fields that only change which token a draw picks: a greedy (temperature 0) answer ignores them.
 DRAW_FIELDS = frozenset({"top_p", "top_k", "min_p", "seed"})
 SPACES = re.compile(r"\s+")

@@ -239,3 +239,17 @@ def test_properties_are_written_in_the_schema_s_order():
     root = next(line for line in grammar_for({"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
                 .splitlines() if line.startswith("root ::="))
     assert root.index("zeta") < root.index("alpha")
+
+
+def test_a_schema_s_name_description_and_strict_flag_leave_the_cache_key_alone():
+    models = {"small": "s", "large": "l"}
+
+    def job(**json_schema) -> dict:
+        response_format = {"type": "json_schema", "json_schema": {"schema": SCHEMA, **json_schema}}
+        return _job(**sampling_job_fields({"response_format": response_format}))
+
+    assert exact_key(job(name="a"), models) == exact_key(job(name="b", strict=True, description="d"), models)
+    other = {**SCHEMA, "required": ["city"]}
+    assert exact_key(job(name="a"), models) != exact_key(
+        _job(**sampling_job_fields({"response_format": {"type": "json_schema",
+                                                        "json_schema": {"name": "a", "schema": other}}})), models)
