@@ -133,6 +133,39 @@ def test_a_spent_request_deadline_is_504_without_queueing():
     assert _queued_messages() == before
 
 
+def test_a_lost_result_store_is_a_broker_outage_and_heals():
+    """Once Redis has gone, Celery's result consumer fails to reconnect and raises a bare RuntimeError
+    ("the application must be restarted"), which would be a 500. The broker raises the error the app
+    maps to 503, as for every outage, and the consumer works again once Redis is back."""
+    import subprocess
+
+    from kombu.exceptions import OperationalError
+
+    from helpers import free_port
+    from webapp.broker import Broker, EmbeddingTimeout
+
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        broker = Broker(get_settings().replace(redis_url=f"redis://127.0.0.1:{port}/0"))
+        with pytest.raises(EmbeddingTimeout):  # no worker here
+            broker.embed(["hi"], 0.5)
+        server.kill()
+        server.wait()
+        for _ in range(2):  # the second attempt is the one Celery answers with a RuntimeError
+            with pytest.raises(OperationalError):
+                broker.embed(["hi"], 0.5)
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        time.sleep(0.3)
+        with pytest.raises(EmbeddingTimeout):
+            broker.embed(["hi"], 0.5)
+    finally:
+        server.kill()
+        server.wait()
+
+
 def test_the_model_entry_and_its_id_follow_the_settings():
     from webapp.embeddings import embedding_model_entries
 

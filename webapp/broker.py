@@ -7,6 +7,7 @@ from typing import Sequence
 
 from celery import Celery
 from celery.exceptions import TaskRevokedError, TimeoutError as CeleryTimeoutError
+from kombu.exceptions import OperationalError
 
 from celeryconfig import celery_config
 
@@ -26,6 +27,12 @@ class EmbeddingFailed(Exception):
     """The routing worker ran the embedding task and it raised."""
 
 
+class ResultStoreUnavailable(OperationalError):
+    """Celery's result consumer could not reconnect to Redis. Celery raises a bare RuntimeError for it
+    ("the Celery application must be restarted"), which would be a 500; the consumer does recover once
+    Redis is back, so this is the app's 503, as every broker outage is (webapp.errors)."""
+
+
 class Broker:
     """Submits jobs to the routing queue, asks the routing worker for embeddings and reads the queues,
     through Celery client apps."""
@@ -39,7 +46,10 @@ class Broker:
         # Celery's Redis result consumer locks its pub/sub, so sharing it is safe. Job submissions
         # keep `self.celery`: nothing there waits on a result, so nothing should subscribe to one.
         self._waiting = Celery("llm_platform_embeddings", set_as_current=False)
-        self._waiting.conf.update(celery_config(settings), result_backend_thread_safe=True)
+        # Its result consumer retries a lost Redis 20 times a second apart by default: a waiting request
+        # would hang ~19 s before its 503. It gives up as fast as publishing does.
+        self._waiting.conf.update(celery_config(settings), result_backend_thread_safe=True,
+                                  result_backend_transport_options={"retry_policy": PUBLISH_RETRY})
 
     def submit(self, job_id: str, job: dict) -> None:
         """Queue the job's routing task; its task id is the job id."""
@@ -53,13 +63,20 @@ class Broker:
         Redis or the broker away is their own error (the app's 503). `priority` is the API's (0-9).
         """
         # `expires`: a message still queued when the caller gives up is dropped, not computed for nobody.
-        result = self._waiting.send_task(EMBED_TASK, args=[texts], priority=broker_priority(priority),
-                                         expires=timeout_s, retry_policy=PUBLISH_RETRY)
+        try:
+            result = self._waiting.send_task(EMBED_TASK, args=[texts], priority=broker_priority(priority),
+                                             expires=timeout_s, retry_policy=PUBLISH_RETRY)
+        except RuntimeError as exc:  # subscribing to the result: see ResultStoreUnavailable
+            raise ResultStoreUnavailable(str(exc).strip()) from exc
         try:
             # The result arrives by pub/sub at once; a timeout is noticed within a second (Celery's drainer).
             return result.get(timeout=timeout_s, propagate=True)
         except (CeleryTimeoutError, TaskRevokedError):  # revoked: a worker took it after it expired
             raise EmbeddingTimeout(f"no embedding within {timeout_s:.1f}s") from None
+        except RuntimeError as exc:
+            if exc.__cause__ is None:  # the task's own RuntimeError, raised again here
+                raise EmbeddingFailed(f"RuntimeError: {str(exc)[:200]}") from exc
+            raise ResultStoreUnavailable(str(exc).strip()) from exc
         except Exception as exc:
             if result.failed():  # the task raised (state read from the result just fetched, not Redis)
                 raise EmbeddingFailed(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
