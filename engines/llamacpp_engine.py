@@ -206,7 +206,8 @@ class LlamaCppEngine(ThreadedEngine):
                 continue
             slot = min(s for s in range(self.max_batch) if s not in running)
             try:
-                shared = self._prefix.reuse(prompt, slot) if self._prefix else 0
+                shared = self._copy_prompt(running, prompt, slot) or (self._prefix.reuse(prompt, slot)
+                                                                      if self._prefix else 0)
             except Exception as exc:  # the loop restarts on a clean KV cache; this caller must not wait for ever
                 sampler.close()
                 outbox.put(exc)
@@ -214,6 +215,16 @@ class LlamaCppEngine(ThreadedEngine):
             self.stats.reused_prompt_tokens += shared
             running[slot] = _Sequence(self._active(request, prompt, outbox), slot, prompt, prompt[shared:], need,
                                       sampler, position=shared)
+
+    def _copy_prompt(self, running: dict[int, _Sequence], prompt: list[int], slot: int) -> int:
+        """Copy the KV of a running sequence with the same prompt, already computed (another of a
+        request's `n` answers), into `slot`; how many prompt tokens that covers (0: none)."""
+        donor = next((seq for seq in running.values() if seq.generated and seq.prompt == prompt), None)
+        if donor is None or len(prompt) <= 1:
+            return 0
+        # the last prompt token is fed again for this sequence's own first logits
+        self._llama.llama_memory_seq_cp(self._memory, donor.slot, slot, 0, len(prompt) - 1)
+        return len(prompt) - 1
 
     def _make_room(self, running: dict[int, _Sequence], prompt: list[int], need: int) -> bool:
         """Whether `need` more KV tokens fit now; the shared prefix gives up its room before a request waits.

@@ -167,17 +167,21 @@ class ThreadedEngine:
         """Queue the request on the engine thread and yield its chunks as they arrive.
 
         Its `n` answers run as `n` sequences of the batch; each ends on its own (a stop string ends
-        only its sequence), and the request ends when all have. Raises EngineStalled when the engine
-        stops stepping while this request waits."""
+        only its sequence), and the request ends when all have. The others are queued once the first
+        has its prompt in the KV cache (its first chunk), so an engine that can copies it instead of
+        computing it again. Raises EngineStalled when the engine stops stepping while this request waits."""
         prompt = self.encode(request)
         outbox: queue.Queue = queue.Queue()
-        answers = {choice.index: choice for choice in _choices(request)}
+        first, *later = _choices(request)
+        answers = {choice.index: choice for choice in (first, *later)}
         stops = {index: StopMatcher(request.stop) for index in answers}
-        for choice in answers.values():
-            self._progress.submitted()
-            self._inbox.put((choice, prompt, outbox))
+        self._submit(first, prompt, outbox)
         try:
             for item in self._answers(request, len(prompt), outbox):
+                if later and item.index == first.index:
+                    for choice in later:
+                        self._submit(choice, prompt, outbox)
+                    later = []
                 if item.index not in answers or (request.cancel.is_set() and not item.finish_reason):
                     continue  # an answer already ended, or decoded before the engine saw the cancel
                 for chunk in stops[item.index].feed(item):
@@ -189,6 +193,10 @@ class ThreadedEngine:
         finally:
             # A caller that stops reading early must not keep a batch slot busy.
             request.cancel.set()
+
+    def _submit(self, request: GenerationRequest, prompt: list[int], outbox: queue.Queue) -> None:
+        self._progress.submitted()
+        self._inbox.put((request, prompt, outbox))
 
     def stalled_for(self) -> float:
         """Seconds the engine has had work (running, parked or queued requests) without completing a

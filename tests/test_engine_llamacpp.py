@@ -146,6 +146,23 @@ def test_a_shared_prompt_prefix_is_prefilled_once_without_changing_the_answers()
     assert sharing.stats.reused_prompt_tokens >= 2 * shared, "the later prompts reused the system prompt"
 
 
+def test_a_request_s_n_answers_copy_its_prompt_instead_of_computing_it_again():
+    engine = engine_for("small", 4, engine_prefix_cache=0)  # no shared prefix: only the copy can reuse
+    prompt = "Explain in detail how a bicycle's gears make climbing a hill easier."
+    alone = "".join(c.text for c in ask(engine, prompt, 12))
+    length = len(engine.encode(GenerationRequest([{"role": "user", "content": prompt}])))
+    chunks = list(engine.generate(GenerationRequest([{"role": "user", "content": prompt}], 12, n=3)))
+    texts = {i: "".join(c.text for c in chunks if c.index == i) for i in range(3)}
+    assert set(texts.values()) == {alone}, "a copied prompt gives the greedy answer a computed one gives"
+    assert engine.stats.reused_prompt_tokens == 2 * (length - 1), "answers 1 and 2 copied answer 0's prompt"
+    seeded = list(engine.generate(GenerationRequest([{"role": "user", "content": prompt}], 12, n=2,
+                                                    temperature=1.0, seed=3)))
+    first = "".join(c.text for c in seeded if c.index == 0)
+    again = "".join(c.text for c in engine.generate(GenerationRequest([{"role": "user", "content": prompt}], 12,
+                                                                      temperature=1.0, seed=3)))
+    assert first == again, "answer 0 of n draws from the request's own seed"
+
+
 def test_a_bad_engine_setting_stops_the_web_app_at_start():
     from webapp import create_app
 
