@@ -10,8 +10,10 @@ from jobs.request import job_messages
 
 # Request fields that do not change the answer; every other field is part of the key. A
 # `response_format` changes it only through the grammar made from it (its name, description and
-# `strict` change nothing), and the grammar is part of the key.
-NOT_ANSWER_FIELDS = frozenset({"prompt", "messages", "cache", "stream", "response_format"})
+# `strict` change nothing), and the grammar is part of the key. `priority` only orders the queue; it
+# must stay out, or an answer stored after fair share lowered a job's priority would be kept under a
+# key that the same request, looked up before, never finds.
+NOT_ANSWER_FIELDS = frozenset({"prompt", "messages", "cache", "stream", "response_format", "priority"})
 # Fields that only change which token a draw picks: a greedy (temperature 0) answer ignores them.
 DRAW_FIELDS = frozenset({"top_p", "top_k", "min_p", "seed"})
 SPACES = re.compile(r"\s+")

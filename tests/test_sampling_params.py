@@ -253,3 +253,8 @@ def test_a_schema_s_name_description_and_strict_flag_leave_the_cache_key_alone()
     assert exact_key(job(name="a"), models) != exact_key(
         _job(**sampling_job_fields({"response_format": {"type": "json_schema",
                                                         "json_schema": {"name": "a", "schema": other}}})), models)
+
+
+def test_priority_orders_the_queue_and_leaves_the_cache_key_alone():
+    models = {"small": "s", "large": "l"}
+    assert exact_key(_job(priority=9), models) == exact_key(_job(priority=0), models)
