@@ -26,7 +26,7 @@ import numpy as np
 
 from engines.hf_tokenizer import ChatTokenizer
 from engines.llamacpp_models import quiet_llama_logs
-from engines.llamacpp_sampling import SequenceSampler, token_piece
+from engines.llamacpp_sampling import NoTokenAllowed, SequenceSampler, token_piece
 from engines.logprobs import log_softmax, logprob_entry
 from engines.models import tokenizer_folder_for_gguf
 from engines.threaded import Active, ThreadedEngine
@@ -152,6 +152,10 @@ class LlamaCppEngine(ThreadedEngine):
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(params.n_batch, 0, 1)
         self._prefix = _SharedPrefix(llama_cpp, self._memory, max_batch) if share_prefix else None
+        # A recurrent or hybrid model's memory is a state, not cells per position: a copy would carry
+        # the donor's generated tokens too.
+        self.copies_prompt = not (llama_cpp.llama_model_is_recurrent(self._model)
+                                  or llama_cpp.llama_model_is_hybrid(self._model))
         self.start()
 
     @property
@@ -220,7 +224,7 @@ class LlamaCppEngine(ThreadedEngine):
         """Copy the KV of a running sequence with the same prompt, already computed (another of a
         request's `n` answers), into `slot`; how many prompt tokens that covers (0: none)."""
         donor = next((seq for seq in running.values() if seq.generated and seq.prompt == prompt), None)
-        if donor is None or len(prompt) <= 1:
+        if donor is None or len(prompt) <= 1 or not self.copies_prompt:
             return 0
         # the last prompt token is fed again for this sequence's own first logits
         self._llama.llama_memory_seq_cp(self._memory, donor.slot, slot, 0, len(prompt) - 1)
@@ -286,7 +290,13 @@ class LlamaCppEngine(ThreadedEngine):
         seq = running[slot]
         request = seq.entry.request
         logprob = self._logprob(row, request.logprobs) if request.logprobs is not None else None
-        token = seq.sampler.sample(self._ctx, row)
+        try:
+            token = seq.sampler.sample(self._ctx, row)
+        except NoTokenAllowed as exc:  # this answer's grammar is at a dead end: it fails, the batch goes on
+            running.pop(slot).sampler.close()
+            self._llama.llama_memory_seq_rm(self._memory, slot, -1, -1)
+            seq.entry.outbox.put(exc)
+            return
         if logprob is not None:
             logprob = logprob(token)
         seq.generated += 1

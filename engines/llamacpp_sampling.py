@@ -22,6 +22,10 @@ from engines.features import PENALTY_LAST_N
 GRAMMAR_ROOT = b"root"
 
 
+class NoTokenAllowed(ValueError):
+    """The grammar admits no token of the vocabulary here (accepting one would abort the process)."""
+
+
 class SequenceSampler:
     """The sampler chain of one sequence; free it with `close()` when the sequence ends."""
 
@@ -117,7 +121,10 @@ class Candidates:
         for sampler in (first, chain):
             if sampler is not None:
                 llama.llama_sampler_apply(sampler, ctypes.byref(candidates))
-        return int(candidates.data[candidates.selected].id)
+        picked = candidates.data[candidates.selected]
+        if first is not None and math.isinf(picked.logit):
+            raise NoTokenAllowed("the grammar admits no token here")
+        return int(picked.id)
 
 
 def token_piece(llama: Any, vocab: Any, token: int) -> bytes:

@@ -140,6 +140,7 @@ class ThreadedEngine:
 
     model_id: str
     tokenizer: EngineTokenizer
+    copies_prompt = False  # whether a request's later answers copy the first one's prompt KV
 
     def __init__(self, model_id: str, max_batch: int, settings: Settings) -> None:
         self.model_id = model_id
@@ -167,18 +168,21 @@ class ThreadedEngine:
         """Queue the request on the engine thread and yield its chunks as they arrive.
 
         Its `n` answers run as `n` sequences of the batch; each ends on its own (a stop string ends
-        only its sequence), and the request ends when all have. The others are queued once the first
-        has its prompt in the KV cache (its first chunk), so an engine that can copies it instead of
-        computing it again. Raises EngineStalled when the engine stops stepping while this request waits."""
+        only its sequence), and the request ends when all have. On an engine that `copies_prompt`, the
+        others are queued once the first has its prompt in the KV cache (its first chunk), and copy it
+        instead of computing it again. Raises EngineStalled when the engine stops stepping while this
+        request waits."""
         prompt = self.encode(request)
         outbox: queue.Queue = queue.Queue()
         first, *later = _choices(request)
         answers = {choice.index: choice for choice in (first, *later)}
         stops = {index: StopMatcher(request.stop) for index in answers}
-        self._submit(first, prompt, outbox)
+        for choice in (first,) if self.copies_prompt else (first, *later):
+            self._submit(choice, prompt, outbox)
+        later = later if self.copies_prompt else []
         try:
             for item in self._answers(request, len(prompt), outbox):
-                if later and item.index == first.index:
+                if later and item.index == first.index and not request.cancel.is_set():
                     for choice in later:
                         self._submit(choice, prompt, outbox)
                     later = []

@@ -149,9 +149,10 @@ def test_a_shared_prompt_prefix_is_prefilled_once_without_changing_the_answers()
 def test_a_request_s_n_answers_copy_its_prompt_instead_of_computing_it_again():
     engine = engine_for("small", 4, engine_prefix_cache=0)  # no shared prefix: only the copy can reuse
     prompt = "Explain in detail how a bicycle's gears make climbing a hill easier."
-    alone = "".join(c.text for c in ask(engine, prompt, 12))
+    # 32 tokens: answers 1 and 2 are queued after answer 0's first token, long before its last
+    alone = "".join(c.text for c in ask(engine, prompt, 32))
     length = len(engine.encode(GenerationRequest([{"role": "user", "content": prompt}])))
-    chunks = list(engine.generate(GenerationRequest([{"role": "user", "content": prompt}], 12, n=3)))
+    chunks = list(engine.generate(GenerationRequest([{"role": "user", "content": prompt}], 32, n=3)))
     texts = {i: "".join(c.text for c in chunks if c.index == i) for i in range(3)}
     assert set(texts.values()) == {alone}, "a copied prompt gives the greedy answer a computed one gives"
     assert engine.stats.reused_prompt_tokens == 2 * (length - 1), "answers 1 and 2 copied answer 0's prompt"

@@ -3,6 +3,7 @@
 No module of `tasks/` is imported."""
 from __future__ import annotations
 
+import threading
 from typing import Sequence
 
 from celery import Celery
@@ -29,8 +30,8 @@ class EmbeddingFailed(Exception):
 
 class ResultStoreUnavailable(OperationalError):
     """Celery's result consumer could not reconnect to Redis. Celery raises a bare RuntimeError for it
-    ("the Celery application must be restarted"), which would be a 500; the consumer does recover once
-    Redis is back, so this is the app's 503, as every broker outage is (webapp.errors)."""
+    ("the Celery application must be restarted"), which would be a 500: it is the app's 503, as every
+    broker outage is (webapp.errors), and the Broker builds a new consumer for the next request."""
 
 
 class Broker:
@@ -45,11 +46,25 @@ class Broker:
         # backend behind with its own pub/sub connection and a drainer greenlet that never ends.
         # Celery's Redis result consumer locks its pub/sub, so sharing it is safe. Job submissions
         # keep `self.celery`: nothing there waits on a result, so nothing should subscribe to one.
-        self._waiting = Celery("llm_platform_embeddings", set_as_current=False)
-        # Its result consumer retries a lost Redis 20 times a second apart by default: a waiting request
-        # would hang ~19 s before its 503. It gives up as fast as publishing does.
-        self._waiting.conf.update(celery_config(settings), result_backend_thread_safe=True,
-                                  result_backend_transport_options={"retry_policy": PUBLISH_RETRY})
+        self._settings = settings
+        self._waiting = self._waiting_app()
+        self._waiting_lock = threading.Lock()
+
+    def _waiting_app(self) -> Celery:
+        """The Celery app embeddings wait through. Its result consumer retries a lost Redis 20 times a
+        second apart by default (a waiting request would hang ~19 s before its 503); it gives up as fast
+        as publishing does, and a consumer that gave up is replaced (`_replace_waiting`)."""
+        app = Celery("llm_platform_embeddings", set_as_current=False)
+        app.conf.update(celery_config(self._settings), result_backend_thread_safe=True,
+                        result_backend_transport_options={"retry_policy": PUBLISH_RETRY})
+        return app
+
+    def _replace_waiting(self, failed: Celery) -> None:
+        """A new app for the next request: under gevent, a result consumer whose reconnect gave up keeps
+        raising its error after Redis is back (its drainer greenlet has ended for good)."""
+        with self._waiting_lock:
+            if self._waiting is failed:
+                self._waiting = self._waiting_app()
 
     def submit(self, job_id: str, job: dict) -> None:
         """Queue the job's routing task; its task id is the job id."""
@@ -63,10 +78,12 @@ class Broker:
         Redis or the broker away is their own error (the app's 503). `priority` is the API's (0-9).
         """
         # `expires`: a message still queued when the caller gives up is dropped, not computed for nobody.
+        app = self._waiting
         try:
-            result = self._waiting.send_task(EMBED_TASK, args=[texts], priority=broker_priority(priority),
-                                             expires=timeout_s, retry_policy=PUBLISH_RETRY)
+            result = app.send_task(EMBED_TASK, args=[texts], priority=broker_priority(priority),
+                                   expires=timeout_s, retry_policy=PUBLISH_RETRY)
         except RuntimeError as exc:  # subscribing to the result: see ResultStoreUnavailable
+            self._replace_waiting(app)
             raise ResultStoreUnavailable(str(exc).strip()) from exc
         try:
             # The result arrives by pub/sub at once; a timeout is noticed within a second (Celery's drainer).
@@ -74,8 +91,9 @@ class Broker:
         except (CeleryTimeoutError, TaskRevokedError):  # revoked: a worker took it after it expired
             raise EmbeddingTimeout(f"no embedding within {timeout_s:.1f}s") from None
         except RuntimeError as exc:
-            if exc.__cause__ is None:  # the task's own RuntimeError, raised again here
+            if exc.__cause__ is None and result.failed():  # the task's own RuntimeError, raised again here
                 raise EmbeddingFailed(f"RuntimeError: {str(exc)[:200]}") from exc
+            self._replace_waiting(app)
             raise ResultStoreUnavailable(str(exc).strip()) from exc
         except Exception as exc:
             if result.failed():  # the task raised (state read from the result just fetched, not Redis)

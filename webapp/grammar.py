@@ -22,7 +22,8 @@ MAX_SCHEMA_CHARS = 20_000
 MAX_REPEAT = 1000
 MAX_GRAMMAR_CHARS = 100_000
 REPEAT_KEYWORDS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
-PATTERN_REPEAT = re.compile(r"\{(\d+)(?:,(\d*))?\}")
+PATTERN_REPEAT = re.compile(r"\{\s*(\d*)\s*(?:,\s*(\d*)\s*)?\}")  # {n}, {m,n}, {,n}, {m,}; spaces too
+MAX_GRAMMAR_DEPTH = 1500  # nested groups; llama.cpp refused between 1,000 and 5,000 (too many rules)
 # A JSON string character as llama.cpp's current converter writes it. The copy in llama-cpp-python
 # 0.3.36 admits raw control characters (`[^"\\]`), which JSON forbids inside strings: a model that
 # wrote a newline in a string gave an answer that does not parse.
@@ -60,6 +61,8 @@ def _schema_grammar(schema_json: str) -> str:
             from None
     if len(grammar) > MAX_GRAMMAR_CHARS:
         raise ValueError(f"the JSON schema's grammar would be longer than {MAX_GRAMMAR_CHARS} characters")
+    if grammar_depth(grammar) > MAX_GRAMMAR_DEPTH:
+        raise ValueError(f"the JSON schema's grammar would nest more than {MAX_GRAMMAR_DEPTH} groups")
     return re.sub(r"^char ::= .*$", lambda _: JSON_CHAR_RULE, grammar, flags=re.MULTILINE)
 
 
@@ -86,9 +89,31 @@ def check_repeats(schema: Any) -> None:
             raise ValueError(f"{keyword} {value} is over {MAX_REPEAT}, the most a grammar can hold here")
         if keyword == "pattern" and isinstance(value, str):
             for low, high in PATTERN_REPEAT.findall(value):
-                if max(int(low), int(high or 0)) > MAX_REPEAT:
+                if max(int(low or 0), int(high or 0)) > MAX_REPEAT:
                     raise ValueError(f"a repetition in pattern {value!r} is over {MAX_REPEAT}")
         check_repeats(value)
+
+
+def grammar_depth(grammar: str) -> int:
+    """The deepest nesting of parentheses in a GBNF grammar, outside its "strings" and [classes]."""
+    depth = deepest = 0
+    closing, escaped = None, False
+    for char in grammar:
+        if closing:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == closing:
+                closing = None
+        elif char in "\"[":
+            closing = "\"" if char == "\"" else "]"
+        elif char == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == ")":
+            depth -= 1
+    return deepest
 
 
 @functools.lru_cache(maxsize=1)
