@@ -1,12 +1,12 @@
 """Closed-loop clients: N threads, each sending its share of the prompts one after another."""
 from __future__ import annotations
 
-import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from bench.targets import Answer, Target
+from monitoring import figures
 
 
 @dataclass
@@ -46,11 +46,8 @@ class Run:
 
 
 def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile by linear interpolation (statistics' 'inclusive' method)."""
-    if len(values) < 2:
-        return values[0] if values else 0.0
-    cuts = statistics.quantiles(values, n=100, method="inclusive")
-    return cuts[min(max(round(q) - 1, 0), 98)]
+    """The q-th percentile (0-100) by linear interpolation: the dashboard's own (monitoring.figures), 0 without values."""
+    return figures.percentile(values, q / 100) or 0.0
 
 
 def run_clients(target: Target, prompts: list[str], clients: int, max_tokens: int) -> Run:

@@ -6,8 +6,11 @@ or deleted) only once the reservation is older than `RESERVATION_GRACE_S`.
 """
 from __future__ import annotations
 
+import functools
 import time
 from typing import Optional
+
+import redis
 
 from jobs.status import is_final
 from jobs.store import JobStore, job_key
@@ -27,6 +30,12 @@ return count - 1
 """
 
 
+@functools.lru_cache(maxsize=8)
+def _reserve_script(client: redis.Redis):
+    """The reservation script, sent to Redis once and then run by its digest (EVALSHA)."""
+    return client.register_script(_RESERVE)
+
+
 def _key(owner: str) -> str:
     return f"jobs:owner-in-flight:{owner}"
 
@@ -37,7 +46,7 @@ def reserve_in_flight(store: JobStore, owner: str, job_id: str, cap: Optional[in
     Returns how many were in flight before it, or None when the cap is reached (nothing counted).
     Call `in_flight` first: it takes the ended jobs out of the count.
     """
-    before = store.redis.eval(_RESERVE, 1, _key(owner), job_id, cap or 0, store.ttl_s, time.time())
+    before = _reserve_script(store.redis)(keys=[_key(owner)], args=[job_id, cap or 0, store.ttl_s, time.time()])
     return None if before < 0 else int(before)
 
 

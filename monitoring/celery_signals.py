@@ -122,7 +122,8 @@ def _ended_without_result(job_id: str, tier: Optional[str]) -> None:
 
 def count_failure(sender=None, **_) -> None:
     metrics.task_failure(metrics.task_label(sender.name))
-    prometheus.job_finished(GENERATION_TIERS.get(sender.name), "failed")
+    if sender.name == ROUTE_TASK or sender.name in GENERATION_TIERS:  # an embeddings task is no job
+        prometheus.job_finished(GENERATION_TIERS.get(sender.name), "failed")
 
 
 def count_retry(sender=None, **_) -> None:

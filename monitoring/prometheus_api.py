@@ -33,8 +33,8 @@ def _tiered_quantile(q: float, family: str) -> str:
 
 # Each query's result, by name; the label each is read by (None: one number).
 PROM_QUERIES: dict[str, tuple[str, Optional[str]]] = {
-    "jobs_per_s": ("sum(rate(llm_jobs_total[1m]))", None),
-    "tokens_per_s": ("sum(rate(llm_tokens_generated_total[1m]))", None),
+    "jobs_per_s": (f"sum(rate(llm_jobs_total[{RATE_WINDOW_S}s]))", None),
+    "tokens_per_s": (f"sum(rate(llm_tokens_generated_total[{RATE_WINDOW_S}s]))", None),
     "p50_ms": (_tiered_quantile(0.5, "llm_job_duration_seconds"), "tier"),
     "p95_ms": (_tiered_quantile(0.95, "llm_job_duration_seconds"), "tier"),
     "first_token_p50_ms": (_tiered_quantile(0.5, "llm_job_first_token_seconds"), "tier"),

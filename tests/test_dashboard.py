@@ -13,6 +13,7 @@ import pytest
 
 from helpers import app_with, free_port, job_store, new_api_key
 from jobs.queues import QUEUES
+from monitoring.figures import RATE_WINDOW_S
 from jobs.recent import remember_job
 from test_playground import CHROMEDRIVER, CHROMIUM, browser  # noqa: F401 (the browser fixture)
 from monitoring.figures import percentile, platform_figures
@@ -208,7 +209,7 @@ class FakePrometheus(BaseHTTPRequestHandler):
             return [sample(2, kind="exact", outcome="hit"), sample(6, kind="exact", outcome="miss")]
         if "sum by (status)" in query:
             return [sample(9.2, status="succeeded"), sample(1, status="failed")]
-        if query == "sum(rate(llm_jobs_total[1m]))":
+        if query == f"sum(rate(llm_jobs_total[{RATE_WINDOW_S}s]))":
             return [sample(0.25)]
         return []
 

@@ -120,13 +120,24 @@ def test_a_flood_from_one_key_leaves_at_most_one_batch_ahead_of_another_keys_job
         requests.delete(f"{served}/v1/jobs/{job_id}", headers=bearer(tenants["flood"][0]), timeout=30)
 
 
+def counted_usage(base: str, key: str, completion_tokens: int) -> dict:
+    """`GET /v1/usage` once the worker has counted `completion_tokens` for today: it counts a job's tokens
+    just after it marks the job finished, so a read right as the job ends can be a moment early."""
+    def read() -> dict:
+        return requests.get(f"{base}/v1/usage", headers=bearer(key), timeout=30).json()
+
+    return wait_until(lambda: (lambda usage: usage if usage["days"] and usage["days"][-1]["completion_tokens"]
+                                >= completion_tokens else None)(read()), 30, "the jobs' tokens to be counted")
+
+
 def test_usage_matches_the_tokens_generated(served):
     key, record = new_api_key("metered")
     job_ids = [submit(served, bearer(key), f"Write {n} words about rivers.", max_tokens=6 + n) for n in range(3)]
     views = [finished(served, bearer(key), job_id) for job_id in job_ids]
     assert all(view["status"] == "succeeded" for view in views)
-    today = requests.get(f"{served}/v1/usage", headers=bearer(key), timeout=30).json()["days"][-1]
-    assert today["completion_tokens"] == sum(view["result"]["tokens"] for view in views)
+    generated = sum(view["result"]["tokens"] for view in views)
+    today = counted_usage(served, key, generated)["days"][-1]
+    assert today["completion_tokens"] == generated
     assert today["prompt_tokens"] == sum(view["result"]["prompt_tokens"] for view in views) > 0
     assert (today["requests"], today["jobs_small"], today["jobs_large"]) == (3, 3, 0)
 
@@ -160,7 +171,7 @@ def test_usage_matches_the_tokens_generated_on_sqlite_too(workers, artifacts_dir
         key, _ = Tenants.build(settings, client).keys.create("on sqlite")
         job_id = submit(base, bearer(key), "Name three rivers.", max_tokens=10)
         view = finished(base, bearer(key), job_id)
-        today = requests.get(f"{base}/v1/usage", headers=bearer(key), timeout=30).json()["days"][-1]
+        today = counted_usage(base, key, view["result"]["tokens"])["days"][-1]
         assert (today["completion_tokens"], today["prompt_tokens"]) == (view["result"]["tokens"],
                                                                         view["result"]["prompt_tokens"])
         wait_until(lambda: not client.exists("usage:pending", "usage:batches"), 30, "usage written to SQLite")
@@ -184,6 +195,7 @@ def test_a_budget_spent_mid_stream_finishes_the_stream_then_refuses_the_key(serv
     usage = next(event["data"]["usage"] for event in events if isinstance(event["data"], dict)
                  and event["data"].get("usage"))
     assert usage["total_tokens"] > 30, "the admitted job ran to its end"
+    counted_usage(served, key, usage["completion_tokens"])
     refused = requests.post(f"{served}/v1/chat/completions", headers=bearer(key), timeout=30,
                             json={"model": "small", "messages": [{"role": "user", "content": "More?"}]})
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"

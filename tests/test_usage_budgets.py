@@ -71,7 +71,9 @@ def test_only_an_admin_reads_another_keys_usage(client):
     refused = client.get(f"/v1/usage?key_id={record['id']}", headers=bearer(new_api_key("nosy")[0]))
     assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "forbidden"
     assert client.get(f"/v1/usage?key_id={record['id']}", headers=bearer(admin)).status_code == 200
-    assert client.get("/v1/usage?key_id=nosuchkey", headers=bearer(admin)).status_code == 404
+    assert client.get("/v1/usage?key_id=0123abcd", headers=bearer(admin)).status_code == 404
+    for malformed in ("nosuchkey", "%00", "x" * 17):  # never reaches SQL (a NUL there was a 503)
+        assert client.get(f"/v1/usage?key_id={malformed}", headers=bearer(admin)).status_code == 400
     assert client.get("/v1/usage?days=0", headers=bearer(key)).status_code == 400
     assert client.get("/v1/usage").status_code == 401
 

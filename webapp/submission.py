@@ -37,10 +37,10 @@ def submit_job(job: dict) -> dict:
         record = _record(context, job_id, pointer_request(job, PROMPT_PREVIEW_CHARS),
                          **pointer_fields(result, context.exact_cache.entry_key(job), now))
         return {**{k: v for k, v in record.items() if k != "result_ref"}, "result": result}
+    ensure_capacity(context, job)  # before the key's in-flight reservation: a full queue costs no more trips
     if key:
         job = with_fair_share(context, key, job, job_id)
     try:
-        ensure_capacity(context, job)
         record = _record(context, job_id, job, in_flight=True)
         context.broker.submit(job_id, job)
     except Exception:
@@ -71,7 +71,7 @@ def with_fair_share(context: WebContext, key: dict, job: dict, job_id: str) -> d
     """
     store, cap, batch = context.store, key.get("max_in_flight"), context.settings.engine_max_batch
     running = reserve_in_flight(store, key["id"], job_id, cap)
-    if running is None or running >= batch:
+    if running is None or (context.settings.fair_share and running >= batch):
         # Only when the count matters (a cap, a step down) are ended jobs taken out of it: that reads
         # every counted job's status, which a key with few jobs in flight need not pay for.
         live = in_flight(store, key["id"])

@@ -21,7 +21,8 @@ class UsageQuery(Schema):
         unknown = EXCLUDE
 
     days = fields.Integer(load_default=31, validate=validate.Range(1, 366))
-    key_id = fields.String(load_default=None, validate=validate.Length(1, 16))  # admin keys only
+    # admin keys only; a key id is hex (tenants.keys), or "-" for requests made without a key
+    key_id = fields.String(load_default=None, validate=validate.Regexp(r"^([0-9a-f]{1,16}|-)$"))
 
 
 def _owner(asked: str | None) -> str:

@@ -111,7 +111,7 @@ function describeSource(body) {
   const span = body.window || {};
   if (body.scope === "key") return `Your key's figures, over its last ${count(span.jobs, "job")}`;
   if (body.source === "prometheus") {
-    return `Platform figures from Prometheus (rates over the last minute, counts over ${span.range}); `
+    return `Platform figures from Prometheus (rates over the last ${span.rate_s} s, counts over ${span.range}); `
       + "the last jobs from the platform";
   }
   return `Platform figures, the platform's own over the last ${count(span.jobs, "job")} (it keeps ${span.max_jobs})`;
