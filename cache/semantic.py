@@ -46,11 +46,16 @@ class SemanticCache:
         return (self.index.max_entries > 0 and deterministic(job) and not job.get("messages")
                 and not job.get("raw_prompt") and job.get("n", 1) == 1 and bool(job.get("prompt")))
 
-    def answer(self, job_id: str, job: dict, routing: dict, embedding: np.ndarray) -> Optional[dict]:
+    def wants_embedding(self, job: dict) -> bool:
+        """Whether the job's prompt embedding is of use here: to look its answer up. A job that bypasses
+        the lookup (a forced tier) is routed without one, and its answer is then not stored here."""
+        return self.cacheable(job) and lookups_wanted(job)
+
+    def answer(self, job_id: str, job: dict, routing: dict, embedding: Optional[np.ndarray]) -> Optional[dict]:
         """Finish the job from the cache and return its result, or None when it must be generated.
 
         On a miss the embedding is parked under the job id, so that the generated answer can
-        be stored with it (`store`).
+        be stored with it (`store`). Without one (`wants_embedding` said no), nothing is parked.
         """
         tier = routing["tier"]
         if not self.cacheable(job):
@@ -63,8 +68,9 @@ class SemanticCache:
                 return self._finish(job_id, routing, *hit)
         else:
             cache_lookup.send("semantic", outcome="bypass", tier=tier)
-        self.redis.set(self._pending_key(job_id), np.asarray(embedding, dtype=np.float32).tobytes(),
-                       ex=self.jobs.ttl_s)
+        if embedding is not None:
+            self.redis.set(self._pending_key(job_id), np.asarray(embedding, dtype=np.float32).tobytes(),
+                           ex=self.jobs.ttl_s)
         return None
 
     def _finish(self, job_id: str, routing: dict, entry: dict, similarity: float) -> Optional[dict]:

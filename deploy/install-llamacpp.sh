@@ -4,8 +4,7 @@
 # PyPI has only its source. The build takes about 6 minutes on 2 cores, so the wheel is kept in
 # LLAMACPP_WHEELS (default ~/.cache/llm-platform/wheels), under a key made of the requirement
 # and the build flags: later installs on the same machine (a fresh clone, CI) take it at once.
-# The flags name this CPU's instruction sets one by one: GGML_NATIVE=ON (-march=native) built
-# binaries that died with "Illegal instruction" on some virtual CPUs.
+# The flags name this CPU's instruction sets one by one (deploy/llamacpp-cpu-flags.sh).
 # LLAMACPP=0 skips it; without llama.cpp the engine falls back to MLX (engines/provider.py).
 set -euo pipefail
 PY="${VENV:-.venv}/bin/python"
@@ -17,23 +16,9 @@ skip() { echo "llama.cpp: $1; the engine will use MLX"; exit 0; }
 requirement=$(grep -E '^llama-cpp-python==' "$REQUIREMENTS")
 if "$PY" -m pip show llama-cpp-python 2>/dev/null | grep -qx "Version: ${requirement#*==}"; then exit 0; fi
 
-cmake_args="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF"
-if [ "$(uname -m)" = x86_64 ]; then
-  cpu=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
-  has() { for flag; do [[ "$cpu" == *" $flag "* ]] || return 1; done; }
-  cmake_args+=" -DGGML_NATIVE=OFF"
-  has avx && cmake_args+=" -DGGML_AVX=ON"
-  has avx2 && cmake_args+=" -DGGML_AVX2=ON"
-  has fma && cmake_args+=" -DGGML_FMA=ON"
-  has f16c && cmake_args+=" -DGGML_F16C=ON"
-  has bmi2 && cmake_args+=" -DGGML_BMI2=ON"
-  if has avx512f avx512cd avx512vl avx512dq avx512bw; then
-    cmake_args+=" -DGGML_AVX512=ON"
-    has avx512vbmi && cmake_args+=" -DGGML_AVX512_VBMI=ON"
-    has avx512_vnni && cmake_args+=" -DGGML_AVX512_VNNI=ON"
-    has avx512_bf16 && cmake_args+=" -DGGML_AVX512_BF16=ON"
-  fi
-fi
+# shellcheck source=deploy/llamacpp-cpu-flags.sh
+. "$(dirname "$0")/llamacpp-cpu-flags.sh"
+cmake_args="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF$(llamacpp_cpu_flags)"
 key=$(printf '%s\n' "$requirement" "$cmake_args" "$(uname -m)" "$("$PY" -c 'import sys; print(sys.version_info[:2])')" \
   | sha256sum | cut -c1-16)
 wheels="${LLAMACPP_WHEELS:-$HOME/.cache/llm-platform/wheels}/$key"

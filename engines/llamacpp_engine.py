@@ -12,8 +12,8 @@ ids and MLX is never imported.
 Needs llama-cpp-python (`make install` builds it: deploy/install-llamacpp.sh).
 Which file each tier runs: engines/llamacpp_models.py. Settings:
 `ENGINE_SEQ_CTX` (KV tokens reserved per batch slot, default 2048),
-`ENGINE_THREADS` (default 1: ggml's threads spin-wait for each other, and with
-several engine processes on few cores two threads ran 10-20x slower than one).
+`ENGINE_THREADS` (default 0: each decode step runs as many ggml threads as it
+holds cores of the host's shared budget, engines.cores; N > 0: always N threads).
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from engines.cores import CoreBudget, host_cores
 from engines.hf_tokenizer import ChatTokenizer
 from engines.llamacpp_models import quiet_llama_logs
 from engines.llamacpp_sampling import NoTokenAllowed, SequenceSampler, token_piece
@@ -114,7 +115,8 @@ class LlamaCppEngine(ThreadedEngine):
     """The engine interface over llama.cpp's batched decoding."""
 
     def __init__(self, gguf_path: str, model_id: str, max_batch: int = 8,
-                 tokenizer_gguf: Optional[Path] = None, settings: Optional[Settings] = None) -> None:
+                 tokenizer_gguf: Optional[Path] = None, settings: Optional[Settings] = None,
+                 home_core: int = 0) -> None:
         import llama_cpp
 
         settings = settings or get_settings()
@@ -135,7 +137,10 @@ class LlamaCppEngine(ThreadedEngine):
         # lets through once its answer is complete).
         self._stop_tokens = set(self.tokenizer.eos_token_ids) | {
             token for token in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, token)}
-        threads = settings.engine_threads
+        # ENGINE_THREADS=0: the step's share of the host's cores, taken anew for each decode call
+        self._cores = (CoreBudget(host_cores(), home_core, Path(settings.engine_core_dir) if settings.engine_core_dir
+                                  else None) if settings.engine_threads <= 0 else None)
+        self._threads = threads = settings.engine_threads if settings.engine_threads > 0 else 1
         self.kv_tokens = settings.engine_seq_ctx * max_batch
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = self.kv_tokens
@@ -179,6 +184,8 @@ class LlamaCppEngine(ThreadedEngine):
                 self._drop_cancelled(running)
                 if running:
                     self._step(running)
+                if self._cores:
+                    self._cores.busy(bool(running))
                 self._pass_done(bool(running) or self._held is not None)
         except Exception as exc:
             for sequence in running.values():
@@ -277,7 +284,7 @@ class LlamaCppEngine(ThreadedEngine):
             if not seq.pending:  # the whole prompt is in, or this was the last sampled token
                 batch.logits[batch.n_tokens - 1] = True
                 wants_logits.append((slot, batch.n_tokens - 1))
-        code = llama.llama_decode(self._ctx, batch)
+        code = self._decode(batch)
         if code != 0:
             raise RuntimeError(f"llama_decode returned {code}")
         self._record_step(len(wants_logits))
@@ -285,6 +292,20 @@ class LlamaCppEngine(ThreadedEngine):
             if self._prefix and running[slot].generated == 0:  # its prompt is in the KV cache now
                 self._prefix.offer(running[slot].prompt, slot)
             self._sample(running, slot, row)
+
+    def _decode(self, batch) -> int:
+        """llama_decode on the cores this step holds (engines.cores), or on ENGINE_THREADS threads."""
+        if self._cores is None:
+            return self._llama.llama_decode(self._ctx, batch)
+        self._cores.busy(True)
+        threads = self._cores.acquire()
+        try:
+            if threads != self._threads:
+                self._llama.llama_set_n_threads(self._ctx, threads, threads)
+                self._threads = threads
+            return self._llama.llama_decode(self._ctx, batch)
+        finally:
+            self._cores.release()
 
     def _sample(self, running: dict[int, _Sequence], slot: int, row: int) -> None:
         seq = running[slot]

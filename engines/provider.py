@@ -71,7 +71,10 @@ def create_engine(tier: str, settings: Settings | None = None) -> Engine:
         from engines.llamacpp_models import resolve_gguf
 
         spec = resolve_gguf(tier, settings=settings)
-        return LlamaCppEngine(spec.path, spec.model_id, settings.engine_max_batch, spec.tokenizer_gguf, settings)
+        from engines.cores import TIER_HOMES
+
+        return LlamaCppEngine(spec.path, spec.model_id, settings.engine_max_batch, spec.tokenizer_gguf, settings,
+                              home_core=TIER_HOMES[tier])
     enable_fast_blas()  # before MLX loads: see engines.blas
     from engines.mlx_engine import MLXEngine
 

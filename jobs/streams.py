@@ -8,11 +8,18 @@ with its job record. This module writes and reads entries; `jobs.follow` follows
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import time
 from dataclasses import dataclass
 from typing import Optional
 
+import redis
+
 from jobs.status import is_final
 from jobs.store import JobStore, stream_key
+
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StreamEvent:
@@ -30,6 +37,55 @@ def publish(store: JobStore, job_id: str, event: str, data: dict) -> None:
     pipe.xadd(key, {"event": event, "data": json.dumps(data)})
     pipe.expire(key, store.ttl_s)
     pipe.execute()
+
+
+class TokenBatches:
+    """One per worker process: the token events of every job it runs, written together every `interval_s`
+    in one Redis round trip, instead of one per token per job.
+
+    A job's first token is written at once (time to first token is not delayed), later ones wait at
+    most `interval_s`. `flush()` writes what is pending now: a task calls it before its job's final
+    event, so a stream's tokens always come before its end. Batches are written one at a time, in
+    the order their events came, so a job's tokens keep their order. `interval_s` 0 writes each at once.
+    """
+
+    def __init__(self, store: JobStore, interval_s: float) -> None:
+        self.store, self.interval_s = store, interval_s
+        self._pending: list[tuple[str, str, str]] = []  # (stream key, event, data as JSON)
+        self._lock = threading.Lock()  # guards _pending
+        self._writing = threading.Lock()  # one batch at a time: order across batches
+        self._flusher: Optional[threading.Thread] = None
+
+    def publish(self, job_id: str, event: str, data: dict, at_once: bool = False) -> None:
+        with self._lock:
+            self._pending.append((stream_key(job_id), event, json.dumps(data)))
+            if self._flusher is None and self.interval_s > 0:
+                self._flusher = threading.Thread(target=self._run, name="token-batches", daemon=True)
+                self._flusher.start()
+        if at_once or self.interval_s <= 0:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every pending event now (raises what Redis raises)."""
+        with self._writing:
+            with self._lock:
+                batch, self._pending = self._pending, []
+            if not batch:
+                return
+            pipe = self.store.redis.pipeline(transaction=False)
+            for key, event, data in batch:
+                pipe.xadd(key, {"event": event, "data": data})
+            for key in {key for key, _, _ in batch}:
+                pipe.expire(key, self.store.ttl_s)
+            pipe.execute()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval_s)
+            try:
+                self.flush()
+            except redis.RedisError:  # these tokens are lost to live readers; the result keeps the whole text
+                log.exception("could not write a batch of token events")
 
 
 def final_from_record(record: dict) -> dict:

@@ -27,6 +27,14 @@ class RoutingDecision:
         return asdict(self)
 
 
+UNCLASSIFIED = "unclassified"  # the intent of a prompt sent to a forced tier without being embedded
+
+
+def forced_decision(tier: str) -> RoutingDecision:
+    """The decision for a forced tier when nothing needs the prompt's embedding: no intent is scored."""
+    return RoutingDecision(UNCLASSIFIED, tier, 0.0, 0.0, "forced", [])
+
+
 @dataclass(frozen=True)
 class LinearClassifier:
     """Multinomial logistic regression over embeddings: softmax(X @ coef.T + intercept)."""

@@ -12,6 +12,7 @@ from cache.semantic import SemanticCache
 from engines.provider import served_models
 from jobs import redis_client
 from jobs.store import JobStore
+from jobs.streams import TokenBatches
 from routing.embedder import Embedder
 from routing.live import LiveRouter, configured_files
 from routing.router import Router
@@ -28,6 +29,7 @@ class WorkerContext:
     exact_cache: ExactCache
     semantic_cache: SemanticCache
     meter: UsageMeter  # usage per key, counted in Redis (the web app writes it through to SQL)
+    tokens: TokenBatches  # token events of every job this process runs, written in batches
     _live_router: Optional[LiveRouter] = None
     _router_lock: threading.Lock = field(default_factory=threading.Lock)
     _embedder: Optional[Embedder] = None
@@ -42,7 +44,7 @@ class WorkerContext:
                    ExactCache(store.redis, models, settings.exact_cache_ttl_s, settings.exact_cache_max_entries),
                    SemanticCache(store, models, settings.semantic_cache_threshold, settings.semantic_cache_ttl_s,
                                  settings.semantic_cache_max_entries),
-                   UsageMeter(store.redis))
+                   UsageMeter(store.redis), TokenBatches(store, settings.stream_batch_s))
 
     def router(self) -> Router:
         """The router, built on first use so the embedding model loads in the process that uses it.

@@ -46,16 +46,20 @@ def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing:
     request = generation_request(job)
     # A redelivered task starts over: readers drop the text they had before a `start`.
     publish(store, job_id, "start", {"tier": tier, "model": engine.model_id, "routing": routing})
-    answers, first_token_at = Answers(request), None
+    answers, first_token_at, streamed = Answers(request), None, False
     deadline = started + task.soft_time_limit if task.soft_time_limit else None
-    with GenerationWatch(store, job_id, request.cancel, context.settings.cancel_poll_s, deadline) as watch:
-        for chunk in engine.generate(request):
-            if first_token_at is None:
-                first_token_at = time.time()
-            event = answers.add(chunk)
-            if event is not None:
-                publish(store, job_id, "token", event)
-            watch.tokens = answers.tokens
+    try:
+        with GenerationWatch(store, job_id, request.cancel, context.settings.cancel_poll_s, deadline) as watch:
+            for chunk in engine.generate(request):
+                if first_token_at is None:
+                    first_token_at = time.time()
+                event = answers.add(chunk)
+                if event is not None:
+                    context.tokens.publish(job_id, "token", event, at_once=not streamed)
+                    streamed = True
+                watch.tokens = answers.tokens
+    finally:
+        context.tokens.flush()  # every token is in the stream before the job moves on or ends
     tokens = answers.tokens
     if answers.cancelled and watch.reason == "timeout":
         # What this tier generated before it gave up was work done: it is billed before the job moves on.

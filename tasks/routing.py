@@ -9,6 +9,7 @@ from celery import shared_task
 
 from jobs.queues import EMBED_TASK, TIERS, generation_task, job_priority
 from jobs.status import JobStatus
+from routing.router import forced_decision
 from tasks.context import worker_context
 from tasks.delivery import JobTask
 from tasks.fallback import with_live_tier
@@ -23,7 +24,10 @@ def route(self, job: dict) -> Optional[dict]:
     if not store.move(self.request.id, JobStatus.ROUTING, routing_started_at=time.time()):
         return None  # cancelled meanwhile
     forced = job["tier"] if job.get("tier") in TIERS else None
-    decision, embedding = context.router().route(job["prompt"], forced_tier=forced)
+    if forced and not context.semantic_cache.wants_embedding(job):
+        decision, embedding = forced_decision(forced), None  # embedding would only cost time (~7 ms)
+    else:
+        decision, embedding = context.router().route(job["prompt"], forced_tier=forced)
     routing = with_live_tier(context.settings, store.redis, decision.as_dict())
     if not store.move(self.request.id, JobStatus.QUEUED, routing=routing, routed_at=time.time()):
         return None

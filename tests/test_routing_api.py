@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import wait_for_job
+from helpers import job_store, semantic_cache, wait_for_job
 from routing.embedder import Embedder
 from routing.intents import load_route_table, routes_path
 from routing.live import load_router
 from routing.params import params_path
+from routing.router import UNCLASSIFIED
 
 pytestmark = pytest.mark.usefixtures("workers")
 
@@ -77,3 +78,15 @@ def test_forced_tier_is_explained_as_forced_with_the_real_scores(client, local_r
     assert (routing["rule"], routing["tier"]) == ("forced", "small")
     unforced, _ = local_router.route(prompt)
     assert routing["intent"] == unforced.intent and unforced.tier == "large"
+
+
+def test_a_forced_tier_that_bypasses_the_cache_is_not_embedded(client):
+    """Nothing needs the embedding (the tier is chosen, the cache is not read): the router skips it."""
+    response = client.post("/generate", json={"prompt": "prove that there are infinitely many primes",
+                                              "max_tokens": 2, "tier": "small"}, headers={"Cache-Control": "no-cache"})
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert body["routing"] == {"intent": UNCLASSIFIED, "tier": "small", "score": 0.0, "threshold": 0.0,
+                               "rule": "forced", "top": []}
+    assert body["tier"] == "small" and body["cached"] is False
+    assert job_store().redis.get(semantic_cache()._pending_key(body["id"])) is None, "no embedding was parked"

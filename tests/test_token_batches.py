@@ -1,0 +1,71 @@
+"""Token events written in batches (jobs.streams.TokenBatches), on the test Redis."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+import redis
+
+from helpers import job_store
+from jobs.store import JobStore, stream_key
+from jobs.streams import TokenBatches, read_after
+
+
+def texts(job_id: str) -> list[str]:
+    return [event.data["text"] for event in read_after(job_store(), job_id, "0")]
+
+
+def test_the_first_token_is_written_at_once_and_later_ones_together():
+    batches, job_id = TokenBatches(job_store(), interval_s=30), uuid.uuid4().hex
+    batches.publish(job_id, "token", {"text": "Once"}, at_once=True)
+    assert texts(job_id) == ["Once"], "time to first token is not delayed"
+    batches.publish(job_id, "token", {"text": " upon"})
+    batches.publish(job_id, "token", {"text": " a"})
+    assert texts(job_id) == ["Once"], "later tokens wait for the next batch"
+    batches.flush()
+    assert texts(job_id) == ["Once", " upon", " a"]
+    assert 0 < job_store().redis.ttl(stream_key(job_id)) <= job_store().ttl_s
+
+
+def test_pending_tokens_go_out_within_the_interval():
+    batches, job_id = TokenBatches(job_store(), interval_s=0.02), uuid.uuid4().hex
+    batches.publish(job_id, "token", {"text": "a"})
+    deadline = time.monotonic() + 5
+    while not texts(job_id) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert texts(job_id) == ["a"], "the background writer sends what waits"
+
+
+def test_interval_zero_writes_each_token_at_once():
+    batches, job_id = TokenBatches(job_store(), interval_s=0), uuid.uuid4().hex
+    for word in ("x", "y"):
+        batches.publish(job_id, "token", {"text": word})
+        assert texts(job_id)[-1] == word
+
+
+def test_many_jobs_share_batches_and_keep_their_order():
+    batches = TokenBatches(job_store(), interval_s=0.005)
+    jobs = [uuid.uuid4().hex for _ in range(6)]
+
+    def write(job_id: str) -> None:
+        for i in range(200):
+            batches.publish(job_id, "token", {"text": str(i)}, at_once=i % 50 == 0)
+
+    threads = [threading.Thread(target=write, args=(job_id,)) for job_id in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    batches.flush()
+    for job_id in jobs:
+        assert texts(job_id) == [str(i) for i in range(200)]
+
+
+def test_a_flush_without_redis_raises():
+    dead = JobStore(redis.Redis(port=1, socket_connect_timeout=0.2), ttl_s=60)
+    batches = TokenBatches(dead, interval_s=30)
+    batches.publish("job", "token", {"text": "a"})
+    with pytest.raises(redis.ConnectionError):
+        batches.flush()
