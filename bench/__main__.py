@@ -20,14 +20,13 @@ import json
 import os
 import platform as host
 import sys
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
 from bench import stack
-from bench.runner import Run, percentile, run_clients
+from bench.runner import Run, run_clients, run_together
 from bench.targets import DirectEngine, OpenAIServer, Platform, Target
 from loadtest.traffic import TrafficMix
 
@@ -183,14 +182,8 @@ def run_tiers_at_once(targets: dict[str, Target], prompts: dict[str, list[str]],
                       max_tokens: int) -> dict:
     """Both tiers busy at once: `clients` clients per tier, each tier on its own target, started together."""
     runs: dict[str, Run] = {}
-    threads = [threading.Thread(target=lambda t=tier: runs.__setitem__(
-        t, run_clients(targets[t], prompts[t], clients, max_tokens))) for tier in targets]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - started
+    wall = run_together([lambda t=tier: runs.__setitem__(t, run_clients(targets[t], prompts[t], clients, max_tokens))
+                         for tier in targets])
     tokens = sum(run.tokens for run in runs.values())
     return {"clients_per_tier": clients, "wall_s": round(wall, 2), "tokens": tokens,
             "tokens_per_s": round(tokens / wall, 2), "failures": sum(run.failures for run in runs.values()),

@@ -17,9 +17,9 @@ import argparse
 import json
 import os
 import statistics
-import threading
 import time
 
+from bench.runner import run_together
 from engines.base import GenerationRequest
 from engines.provider import backend_name, get_engine, served_models
 
@@ -34,14 +34,8 @@ def _one(engine, prompt: str, max_tokens: int, results: list) -> None:
 
 def run_width(engine, width: int, max_tokens: int) -> dict:
     results: list = []
-    threads = [threading.Thread(target=_one, args=(engine, f"Write a short story about robot number {i}.",
-                                                   max_tokens, results)) for i in range(width)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = run_together([lambda i=i: _one(engine, f"Write a short story about robot number {i}.", max_tokens,
+                                             results) for i in range(width)])
     tokens = sum(r[0] for r in results)
     row = {"width": width, "tokens": tokens, "seconds": round(elapsed, 2), "tokens_per_s": round(tokens / elapsed, 1),
            "first_token_ms_p50": round(statistics.median(r[1] for r in results) * 1000)}

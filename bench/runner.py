@@ -1,9 +1,11 @@
 """Closed-loop clients: N threads, each sending its share of the prompts one after another."""
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 from bench.targets import Answer, Target
 from monitoring import figures
@@ -74,3 +76,14 @@ def run_clients(target: Target, prompts: list[str], clients: int, max_tokens: in
     with ThreadPoolExecutor(max_workers=clients, thread_name_prefix="client") as pool:
         answers = list(pool.map(ask, prompts))
     return Run(target.name, clients, answers, time.perf_counter() - started, stream)
+
+
+def run_together(calls: list[Callable[[], None]]) -> float:
+    """Run `calls` on threads of their own, started together; the seconds until the last one ends."""
+    threads = [threading.Thread(target=call) for call in calls]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
