@@ -61,7 +61,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         help="the platform's port (Flower gets port+2)")
     parser.add_argument("--mlx-port", type=int, default=int(os.environ.get("BENCH_MLX_PORT", "8871")))
     parser.add_argument("--llama-port", type=int, default=int(os.environ.get("BENCH_LLAMA_PORT", "8873")),
-                        help="llama-server's port (the second tier's, in the mixed run, is port+1)")
+                        help="llama-server's port (the second tier's, in the mixed run, is port+10)")
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
                         help="a Redis DB for the platform's stack alone: it is flushed")
     parser.add_argument("--out", default=str(ROOT / "reports"))
@@ -362,7 +362,8 @@ def measure_mixed(args: argparse.Namespace, benches: dict[str, Bench], peer: Opt
     mixed: dict = {}
     with contextlib.ExitStack() as servers:
         if peer:
-            urls = {tier: servers.enter_context(peer_server(peer, tier, peer_port + i, args, binary, out))
+            # ports 10 apart: BENCH_MLX_PORT + 1 would be Flower's (BENCH_PORT + 2)
+            urls = {tier: servers.enter_context(peer_server(peer, tier, peer_port + 10 * i, args, binary, out))
                     for i, tier in enumerate(tiers)}
             log(f"both tiers at once: two {peer}s, {args.mixed_clients} clients each")
             mixed[f"{peer} × {len(tiers)}"] = run_tiers_at_once(

@@ -56,7 +56,7 @@ def main() -> None:
     engine = get_engine(args.tier)
     _one(engine, "warm up", 4, [])
     print(json.dumps({"backend": backend_name(), "model": served_models()[args.tier],
-                      "max_batch": os.environ["ENGINE_MAX_BATCH"], "threads": os.environ.get("ENGINE_THREADS", "1")}),
+                      "max_batch": os.environ["ENGINE_MAX_BATCH"], "threads": os.environ.get("ENGINE_THREADS", "0")}),
           flush=True)
     for width in widths:
         print(json.dumps(run_width(engine, width, args.max_tokens)), flush=True)

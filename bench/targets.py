@@ -4,6 +4,7 @@ Each can also stream (`stream=True`), which is how the time to first token is me
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import multiprocessing
@@ -98,6 +99,7 @@ class DirectEngine:
         self._process = context.Process(target=_serve_engine, args=(tier, child), name=f"bench-engine-{tier}",
                                         daemon=True)
         self._process.start()
+        child.close()  # the child's end lives in the child only: its exit is then an EOF here
         self._lock = threading.Lock()
         self._waiting: dict[int, Future] = {}
         self._ids = itertools.count()
@@ -112,7 +114,7 @@ class DirectEngine:
         return self._call("stats")
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, contextlib.suppress(OSError):  # a child that already died has no pipe to read
             self._conn.send(None)
         self._process.join(timeout=30)
         if self._process.is_alive():
@@ -131,10 +133,13 @@ class DirectEngine:
             try:
                 call_id, ok, value = self._conn.recv()
             except (EOFError, OSError):
-                for future in self._waiting.values():
+                with self._lock:
+                    waiting, self._waiting = self._waiting, {}
+                for future in waiting.values():
                     future.set_exception(RuntimeError("the engine process ended"))
                 return
-            future = self._waiting.pop(call_id)
+            with self._lock:
+                future = self._waiting.pop(call_id)
             future.set_result(value) if ok else future.set_exception(RuntimeError(value))
 
 

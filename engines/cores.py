@@ -14,7 +14,8 @@ locks with its file descriptors.
 
 Per core two locks: `core-<i>` is held for one step by whoever computes on core i, and `busy-<i>`
 is held (shared) by every engine homed at core i while it has work: a borrower takes core i only
-when nobody holds `busy-<i>`.
+when nobody holds `busy-<i>`. Engines of the same tier on one host (two small workers) share their
+home cores and take turns, step by step.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Optional
 
 TIER_HOMES = {"small": 0, "large": 1}
+HOME_COUNT = len(TIER_HOMES)
 HOME_WAIT_S = 1.0  # a step waits this long at most for its home core: a wedged neighbour cannot stop it
 POLL_S = 0.001
 
@@ -43,49 +45,60 @@ def default_core_dir() -> Path:
 
 
 class CoreBudget:
-    """One engine's share of the host's cores. Used by its engine thread only."""
+    """One engine's share of the host's cores. Used by its engine thread only.
+
+    `home` numbers the engine among the host's engines (TIER_HOMES): of `cores`, it owns every core
+    c with c % HOME_COUNT == home (at least one), so on a bigger host each tier owns half of them.
+    """
 
     def __init__(self, cores: int, home: int, directory: Optional[Path] = None) -> None:
         self.cores = max(1, cores)
-        self.home = home % self.cores
+        self.homes = [c for c in range(self.cores) if c % HOME_COUNT == home % HOME_COUNT] or [home % self.cores]
         directory = directory or default_core_dir()
         directory.mkdir(parents=True, exist_ok=True)
         self._core = [self._open(directory / f"core-{i}.lock") for i in range(self.cores)]
         self._busy = [self._open(directory / f"busy-{i}.lock") for i in range(self.cores)]
         self._is_busy = False
         self._held: list[int] = []
+        self._gave_up: set[int] = set()  # home cores a neighbour held past HOME_WAIT_S: not waited for again
 
     @staticmethod
     def _open(path: Path) -> int:
         return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
 
     def busy(self, busy: bool) -> None:
-        """Whether this engine has work: other engines borrow its home core only while it has none."""
+        """Whether this engine has work: other engines borrow its home cores only while it has none."""
         if busy != self._is_busy:
-            fcntl.flock(self._busy[self.home], fcntl.LOCK_SH if busy else fcntl.LOCK_UN)
+            for core in self.homes:
+                fcntl.flock(self._busy[core], fcntl.LOCK_SH if busy else fcntl.LOCK_UN)
             self._is_busy = busy
 
     def acquire(self) -> int:
-        """Take the cores for one step: the home core (waiting for it while a borrower's step holds it, at
-        most HOME_WAIT_S) and every free core of an idle engine. Returns the step's thread count (>= 1)."""
-        self._held = [self.home] if self._wait_for(self._core[self.home]) else []
+        """Take the cores for one step: the home cores (waiting while a borrower's step holds one, at most
+        HOME_WAIT_S, and not again for a core whose holder kept it that long) and every free core of an
+        idle engine. Returns the step's thread count (>= 1)."""
+        self._held = []
+        for core in self.homes:
+            if self._wait_for(core):
+                self._held.append(core)
         for core in range(self.cores):
-            if core != self.home and self._owner_idle(core) and _try_lock(self._core[core]):
+            if core not in self.homes and self._owner_idle(core) and _try_lock(self._core[core]):
                 self._held.append(core)
         return max(1, len(self._held))
 
     def release(self) -> None:
-        for core in self._held:
+        held, self._held = self._held, []
+        for core in held:
             fcntl.flock(self._core[core], fcntl.LOCK_UN)
-        self._held = []
 
-    @staticmethod
-    def _wait_for(fd: int) -> bool:
-        deadline = time.monotonic() + HOME_WAIT_S
-        while not _try_lock(fd):
+    def _wait_for(self, core: int) -> bool:
+        deadline = time.monotonic() + (0 if core in self._gave_up else HOME_WAIT_S)
+        while not _try_lock(self._core[core]):
             if time.monotonic() >= deadline:
+                self._gave_up.add(core)  # a wedged neighbour: this step and the next run without it
                 return False
             time.sleep(POLL_S)
+        self._gave_up.discard(core)
         return True
 
     def _owner_idle(self, core: int) -> bool:
@@ -96,6 +109,7 @@ class CoreBudget:
 
     def close(self) -> None:
         self.release()
+        self.busy(False)
         for fd in self._core + self._busy:
             os.close(fd)
 

@@ -188,6 +188,9 @@ class LlamaCppEngine(ThreadedEngine):
                     self._cores.busy(bool(running))
                 self._pass_done(bool(running) or self._held is not None)
         except Exception as exc:
+            if self._cores:  # the restarted loop waits idle: the other tier may borrow its cores meanwhile
+                self._cores.release()
+                self._cores.busy(False)
             for sequence in running.values():
                 sequence.sampler.close()
                 sequence.entry.outbox.put(exc)
@@ -298,8 +301,8 @@ class LlamaCppEngine(ThreadedEngine):
         if self._cores is None:
             return self._llama.llama_decode(self._ctx, batch)
         self._cores.busy(True)
-        threads = self._cores.acquire()
         try:
+            threads = self._cores.acquire()
             if threads != self._threads:
                 self._llama.llama_set_n_threads(self._ctx, threads, threads)
                 self._threads = threads

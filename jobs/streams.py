@@ -14,8 +14,6 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-import redis
-
 from jobs.status import is_final
 from jobs.store import JobStore, stream_key
 
@@ -77,15 +75,27 @@ class TokenBatches:
                 pipe.xadd(key, {"event": event, "data": data})
             for key in {key for key, _, _ in batch}:
                 pipe.expire(key, self.store.ttl_s)
-            pipe.execute()
+            try:
+                pipe.execute()
+            except BaseException:
+                with self._lock:  # back in front, in order: the next flush (at the latest the task's own) retries
+                    self._pending[:0] = batch
+                raise
+
+    def discard(self, job_id: str) -> None:
+        """Drop the job's pending events: a job whose last write failed moves on (another attempt, another
+        tier), and its old tokens written late would land after that attempt's `start`."""
+        key = stream_key(job_id)
+        with self._lock:
+            self._pending = [entry for entry in self._pending if entry[0] != key]
 
     def _run(self) -> None:
         while True:
             time.sleep(self.interval_s)
             try:
                 self.flush()
-            except redis.RedisError:  # these tokens are lost to live readers; the result keeps the whole text
-                log.exception("could not write a batch of token events")
+            except Exception:  # kept for the next batch; the task's own flush raises if Redis stays away
+                log.warning("could not write a batch of token events; it waits for the next", exc_info=True)
 
 
 def final_from_record(record: dict) -> dict:

@@ -58,8 +58,10 @@ def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing:
                     context.tokens.publish(job_id, "token", event, at_once=not streamed)
                     streamed = True
                 watch.tokens = answers.tokens
-    finally:
-        context.tokens.flush()  # every token is in the stream before the job moves on or ends
+    except BaseException:
+        _flush_tokens(context, job_id, quiet=True)  # the failure that ended generation (EngineStalled) counts
+        raise
+    _flush_tokens(context, job_id)  # every token is in the stream before the job moves on or ends
     tokens = answers.tokens
     if answers.cancelled and watch.reason == "timeout":
         # What this tier generated before it gave up was work done: it is billed before the job moves on.
@@ -90,6 +92,16 @@ def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing:
         context.meter.record_job(job.get("key_id"), tier, result)
         _remember_answer(context, job_id, job, result)
     return result
+
+
+def _flush_tokens(context: WorkerContext, job_id: str, quiet: bool = False) -> None:
+    """Write the pending token events; if Redis refuses, drop the job's (see TokenBatches.discard)."""
+    try:
+        context.tokens.flush()
+    except Exception:
+        context.tokens.discard(job_id)
+        if not quiet:
+            raise
 
 
 def _remember_answer(context: WorkerContext, job_id: str, job: dict, result: dict) -> None:

@@ -90,3 +90,23 @@ def test_a_wedged_neighbour_cannot_stop_a_step(tmp_path, monkeypatch):
     started = time.monotonic()
     assert waiting.acquire() == 1, "after HOME_WAIT_S the step runs anyway, on one thread"
     assert 0.1 <= time.monotonic() - started < 2
+    waiting.release()
+    started = time.monotonic()
+    waiting.acquire()
+    assert time.monotonic() - started < 0.05, "the next steps do not wait for the wedged holder again"
+    waiting.release()
+    wedged.release()
+    assert waiting.acquire() == 1 and waiting._held == [0], "once free, the home core is taken again"
+
+
+def test_on_a_bigger_host_each_tier_owns_half_the_cores(tmp_path):
+    small, large = CoreBudget(4, 0, tmp_path), CoreBudget(4, 1, tmp_path)
+    assert (small.homes, large.homes) == ([0, 2], [1, 3])
+    small.busy(True)
+    large.busy(True)
+    assert small.acquire() == 2 and large.acquire() == 2, "two busy tiers: their own halves"
+    small.release()
+    large.release()
+    large.busy(False)
+    assert small.acquire() == 4
+    small.release()

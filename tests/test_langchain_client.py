@@ -259,7 +259,10 @@ def test_the_legacy_llm_takes_sampling_parameters(completion_model):
     penalised = completion_model(frequency_penalty=2.0, presence_penalty=2.0).invoke(repetitive)
     assert penalised != plain
     # `echo` is an OpenAI completions parameter without a LangChain field: `model_kwargs` passes it on.
-    assert completion_model(model_kwargs={"echo": True}).invoke(PROMPT) == PROMPT + greedy
+    # (Not compared with `greedy` itself: on some CPUs ggml sums a prompt prefilled beside other requests, or
+    # copied from the shared prefix, in another order, and a near tie in a greedy answer may then flip.)
+    echoed = completion_model(model_kwargs={"echo": True}).invoke(PROMPT)
+    assert echoed.startswith(PROMPT) and echoed[len(PROMPT):].strip(), "the prompt, then its continuation"
 
 
 # --- embeddings: OpenAIEmbeddings ---------------------------------------------------------------------------------

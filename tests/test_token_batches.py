@@ -69,3 +69,25 @@ def test_a_flush_without_redis_raises():
     batches.publish("job", "token", {"text": "a"})
     with pytest.raises(redis.ConnectionError):
         batches.flush()
+
+
+def test_a_batch_redis_refused_is_written_by_the_next_flush_in_order():
+    batches, job_id = TokenBatches(job_store(), interval_s=30), uuid.uuid4().hex
+    batches.publish(job_id, "token", {"text": "a"}, at_once=True)
+    batches.publish(job_id, "token", {"text": "b"})
+    batches.store = JobStore(redis.Redis(port=1, socket_connect_timeout=0.2), ttl_s=60)  # Redis unreachable
+    with pytest.raises(redis.ConnectionError):
+        batches.flush()
+    batches.publish(job_id, "token", {"text": "c"})
+    batches.store = job_store()  # Redis is back
+    batches.flush()
+    assert texts(job_id) == ["a", "b", "c"], "nothing lost, nothing reordered"
+
+
+def test_discard_drops_only_that_jobs_pending_tokens():
+    batches, dropped, kept = TokenBatches(job_store(), interval_s=30), uuid.uuid4().hex, uuid.uuid4().hex
+    for job_id in (dropped, kept):
+        batches.publish(job_id, "token", {"text": "x"})
+    batches.discard(dropped)
+    batches.flush()
+    assert (texts(dropped), texts(kept)) == ([], ["x"])
