@@ -26,6 +26,11 @@ from tenants.schema import COUNTERS, audit_log, usage_batches, usage_daily
 
 log = logging.getLogger(__name__)
 BATCHES = "usage:batches"  # ids of batches taken from Redis and not yet known applied
+# A sequence number (a seqlock): odd while a batch is being applied to SQL, +2 per take. A reader that saw
+# it odd, or saw it change, may have read counts in Redis and again in SQL, and reads again.
+MOVES = "usage:moves"
+READ_ATTEMPTS = 10
+READ_RETRY_S = 0.01
 
 _TAKE_BATCH = """
 local taken = 0
@@ -35,7 +40,10 @@ for i = 1, 2 do
     taken = 1
   end
 end
-if taken == 1 then redis.call('sadd', KEYS[5], ARGV[1]) end
+if taken == 1 then
+  redis.call('sadd', KEYS[5], ARGV[1])
+  redis.call('incrby', KEYS[6], 2)
+end
 return taken
 """
 
@@ -88,23 +96,27 @@ class UsageLedger:
         for member in self.redis.smembers(BATCHES):
             applied += self._apply(member.decode())  # raises while SQL is away: retried next flush
         batch_id = uuid.uuid4().hex
-        if self._take(keys=[PENDING, AUDIT_PENDING, usage_batch_key(batch_id), audit_batch_key(batch_id), BATCHES],
-                      args=[batch_id]):
+        if self._take(keys=[PENDING, AUDIT_PENDING, usage_batch_key(batch_id), audit_batch_key(batch_id), BATCHES,
+                            MOVES], args=[batch_id]):
             applied += self._apply(batch_id)
         return applied
 
     def _apply(self, batch_id: str) -> bool:
         usage = _counts(self.redis.hgetall(usage_batch_key(batch_id)).items())
         entries = [json.loads(raw) for raw in self.redis.lrange(audit_batch_key(batch_id), 0, -1)]
-        with self.engine.begin() as connection:
-            claim = _dialect_insert(connection, usage_batches).values(batch_id=batch_id, applied_at=now())
-            claimed = claim.on_conflict_do_nothing().returning(usage_batches.c.batch_id)
-            applied = connection.execute(claimed).first() is not None
-            if applied:
-                for (owner, day), counts in usage.items():
-                    self._add(connection, owner, date.fromisoformat(day), counts)
-                if entries:
-                    connection.execute(insert(audit_log), [_audit_row(entry) for entry in entries])
+        self.redis.incr(MOVES)  # odd: readers wait
+        try:
+            with self.engine.begin() as connection:
+                claim = _dialect_insert(connection, usage_batches).values(batch_id=batch_id, applied_at=now())
+                claimed = claim.on_conflict_do_nothing().returning(usage_batches.c.batch_id)
+                applied = connection.execute(claimed).first() is not None
+                if applied:
+                    for (owner, day), counts in usage.items():
+                        self._add(connection, owner, date.fromisoformat(day), counts)
+                    if entries:
+                        connection.execute(insert(audit_log), [_audit_row(entry) for entry in entries])
+        finally:
+            self.redis.incr(MOVES)  # even again
         pipe = self.redis.pipeline()
         pipe.delete(usage_batch_key(batch_id), audit_batch_key(batch_id))
         pipe.srem(BATCHES, batch_id)
@@ -119,8 +131,23 @@ class UsageLedger:
             set_={counter: usage_daily.c[counter] + statement.excluded[counter] for counter in COUNTERS}))
 
     def usage(self, owner: Optional[str], since: date) -> list[dict]:
-        """`owner`'s counters per day from `since` (UTC), oldest first: SQL plus what Redis still holds."""
+        """`owner`'s counters per day from `since` (UTC), oldest first: SQL plus what Redis still holds.
+
+        Redis is read before SQL, so a flush that moves counts in between would count them twice: the read
+        starts over while `MOVES` says a move is under way or changed meanwhile (READ_ATTEMPTS at most).
+        """
         owner = owner or NO_KEY
+        for _ in range(READ_ATTEMPTS):
+            moves = self.redis.get(MOVES)
+            if int(moves or 0) % 2:  # a batch is being applied
+                time.sleep(READ_RETRY_S)
+                continue
+            days = self._read_usage(owner, since)
+            if self.redis.get(MOVES) == moves:
+                return days
+        return self._read_usage(owner, since)
+
+    def _read_usage(self, owner: str, since: date) -> list[dict]:
         totals = self._unwritten(owner)
         with self.engine.connect() as connection:
             rows = connection.execute(select(usage_daily).where(usage_daily.c.key_id == owner,

@@ -90,6 +90,25 @@ def test_usage_written_through_in_batches_matches_what_was_counted(database, cli
     assert ledger.usage(k1 + "b", today)[0]["requests"] == 1
 
 
+def test_a_flush_between_a_readers_redis_and_sql_reads_is_not_counted_twice(database, client, k1):
+    """The reader reads Redis, then SQL: another process's flush moving the counts in between is seen and
+    the read starts over (CI once saw a job counted twice this way)."""
+    _, meter, ledger = parts(database, client)
+    meter.record(k1, requests=1)
+    flusher = UsageLedger(database, client)  # another process's, flushing at the worst moment
+    read_redis, flushed = ledger._unwritten, []
+
+    def unwritten_then_a_flush(owner):
+        counts = read_redis(owner)
+        if not flushed:
+            flushed.append(flusher.flush())
+        return counts
+
+    ledger._unwritten = unwritten_then_a_flush
+    assert ledger.usage(k1, date.fromisoformat(usage_day()))[0]["requests"] == 1
+    assert flushed == [1]
+
+
 def test_a_batch_is_applied_once_when_a_flusher_dies_half_way(database, client, k1):
     _, meter, ledger = parts(database, client)
     meter.record(k1, requests=2)
