@@ -114,8 +114,9 @@ loadtest: install
 		--run-time $(DURATION) --stop-timeout 120 --host http://$(HOST):$(PORT) \
 		--html reports/loadtest.html --csv reports/loadtest --only-summary
 
-## Benchmark the engine in-process, mlx_lm.server and the platform on the same model (3-5 min);
-## starts its own servers on BENCH_PORT (8870) and BENCH_MLX_PORT (8871); results into reports/.
+## Benchmark each tier's engine alone, llama.cpp's llama-server (built once per machine, ~10 min; mlx_lm.server
+## with MLX) and the platform on the same weights (~7 min); starts its own servers on BENCH_PORT (8870) and
+## BENCH_LLAMA_PORT (8873) or BENCH_MLX_PORT (8871); results into reports/.
 bench: models
 	@deploy/ensure-redis.sh
 	$(PY) -m bench $(BENCH_ARGS)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import requests
 
@@ -57,11 +57,18 @@ def mlx_server(model_path: str, port: int, decode_concurrency: int, log: Path) -
         env["OPENBLAS_NUM_THREADS"] = os.environ.get("ENGINE_BLAS_THREADS", "1")
     cmd = [sys.executable, "-m", "mlx_lm.server", "--model", model_path, "--host", "127.0.0.1",
            "--port", str(port), "--decode-concurrency", str(decode_concurrency), "--log-level", "WARNING"]
+    with _peer_server(cmd, port, "mlx_lm.server", log, env) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _peer_server(cmd: list[str], port: int, what: str, log: Path, env: Optional[dict] = None) -> Iterator[str]:
+    """Start `cmd` (a server with GET /health on `port`), yield its URL once healthy, stop it after."""
     url = f"http://127.0.0.1:{port}"
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_until(lambda: requests.get(f"{url}/health", timeout=2).ok, "mlx_lm.server", 180, proc, log)
+        _wait_until(lambda: requests.get(f"{url}/health", timeout=2).ok, what, 180, proc, log)
         yield url
     finally:
         stop_process(proc)
@@ -80,14 +87,8 @@ def llama_server(binary: str, gguf: str, port: int, slots: int, seq_ctx: int, lo
     ENGINE_SEQ_CTX), and everything else at its defaults: its thread count is the one a user gets."""
     cmd = [binary, "--model", gguf, "--host", "127.0.0.1", "--port", str(port), "--parallel", str(slots),
            "--ctx-size", str(slots * seq_ctx), "--no-webui"]
-    url = f"http://127.0.0.1:{port}"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_until(lambda: requests.get(f"{url}/health", timeout=2).ok, "llama-server", 180, proc, log)
+    with _peer_server(cmd, port, "llama-server", log) as url:
         yield url
-    finally:
-        stop_process(proc)
 
 
 def add_platform_arguments(parser: argparse.ArgumentParser) -> None:

@@ -19,6 +19,7 @@ from jobs.store import JobStore, stream_key
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class StreamEvent:
     """One event of a job's stream; `id` is the Redis entry id (None for made-up events)."""
@@ -30,10 +31,16 @@ class StreamEvent:
 
 def publish(store: JobStore, job_id: str, event: str, data: dict) -> None:
     """Append one event to the job's stream and keep the stream's expiry in step with the job."""
-    key = stream_key(job_id)
+    _append(store, [(stream_key(job_id), event, json.dumps(data))])
+
+
+def _append(store: JobStore, entries: list[tuple[str, str, str]]) -> None:
+    """Append (stream key, event, JSON data) entries in one round trip; each stream expires with its job."""
     pipe = store.redis.pipeline(transaction=False)
-    pipe.xadd(key, {"event": event, "data": json.dumps(data)})
-    pipe.expire(key, store.ttl_s)
+    for key, event, data in entries:
+        pipe.xadd(key, {"event": event, "data": data})
+    for key in {key for key, _, _ in entries}:
+        pipe.expire(key, store.ttl_s)
     pipe.execute()
 
 
@@ -52,6 +59,7 @@ class TokenBatches:
         self._pending: list[tuple[str, str, str]] = []  # (stream key, event, data as JSON)
         self._lock = threading.Lock()  # guards _pending
         self._writing = threading.Lock()  # one batch at a time: order across batches
+        self._queued = threading.Event()  # set by publish: an idle process's flusher sleeps until then
         self._flusher: Optional[threading.Thread] = None
 
     def publish(self, job_id: str, event: str, data: dict, at_once: bool = False) -> None:
@@ -60,6 +68,7 @@ class TokenBatches:
             if self._flusher is None and self.interval_s > 0:
                 self._flusher = threading.Thread(target=self._run, name="token-batches", daemon=True)
                 self._flusher.start()
+        self._queued.set()
         if at_once or self.interval_s <= 0:
             self.flush()
 
@@ -70,13 +79,8 @@ class TokenBatches:
                 batch, self._pending = self._pending, []
             if not batch:
                 return
-            pipe = self.store.redis.pipeline(transaction=False)
-            for key, event, data in batch:
-                pipe.xadd(key, {"event": event, "data": data})
-            for key in {key for key, _, _ in batch}:
-                pipe.expire(key, self.store.ttl_s)
             try:
-                pipe.execute()
+                _append(self.store, batch)
             except BaseException:
                 with self._lock:  # back in front, in order: the next flush (at the latest the task's own) retries
                     self._pending[:0] = batch
@@ -91,11 +95,14 @@ class TokenBatches:
 
     def _run(self) -> None:
         while True:
+            self._queued.wait()
+            self._queued.clear()  # what is published from here on is written by this round or the next
             time.sleep(self.interval_s)
             try:
                 self.flush()
             except Exception:  # kept for the next batch; the task's own flush raises if Redis stays away
                 log.warning("could not write a batch of token events; it waits for the next", exc_info=True)
+                self._queued.set()
 
 
 def final_from_record(record: dict) -> dict:

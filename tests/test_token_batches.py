@@ -31,11 +31,13 @@ def test_the_first_token_is_written_at_once_and_later_ones_together():
 
 def test_pending_tokens_go_out_within_the_interval():
     batches, job_id = TokenBatches(job_store(), interval_s=0.02), uuid.uuid4().hex
-    batches.publish(job_id, "token", {"text": "a"})
-    deadline = time.monotonic() + 5
-    while not texts(job_id) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert texts(job_id) == ["a"], "the background writer sends what waits"
+    for written, text in enumerate(("a", "b")):  # the second after the writer went idle again
+        batches.publish(job_id, "token", {"text": text})
+        deadline = time.monotonic() + 5
+        while len(texts(job_id)) == written and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert texts(job_id) == ["a", "b"][: written + 1], "the background writer sends what waits"
+        time.sleep(0.1)
 
 
 def test_interval_zero_writes_each_token_at_once():
