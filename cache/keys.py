@@ -40,6 +40,20 @@ def lookups_wanted(job: dict) -> bool:
     return job.get("cache", True) is not False
 
 
+def semantically_cacheable(job: dict, max_entries: int) -> bool:
+    """Deterministic single questions with one answer only: a conversation's answer depends on more than
+    its last words, a completion prompt is continued as written (a paraphrase continues differently),
+    and of several answers one may have run out of tokens where the others did not."""
+    return (max_entries > 0 and deterministic(job) and not job.get("messages")
+            and not job.get("raw_prompt") and job.get("n", 1) == 1 and bool(job.get("prompt")))
+
+
+def wants_embedding(job: dict, max_entries: int) -> bool:
+    """Whether the job's prompt embedding is of use to the semantic cache (of `max_entries`): to look its
+    answer up. A job that bypasses the lookup is not stored there either, so it needs none."""
+    return semantically_cacheable(job, max_entries) and lookups_wanted(job)
+
+
 def scope(job: dict) -> str:
     """Whose cache this is: answers are shared only within one API key (`key_id`), else 'public'."""
     return str(job.get("key_id") or "public")

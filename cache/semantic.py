@@ -17,7 +17,7 @@ from cache.entries import cached_result, entry_from_result, finished_fields, sto
 from cache.events import cache_lookup
 from cache.guard import mismatch
 from cache.index import BoundedIndex
-from cache.keys import deterministic, lookups_wanted, semantic_namespace
+from cache.keys import lookups_wanted, semantic_namespace, semantically_cacheable, wants_embedding
 from cache.vectors import VectorMirror
 from jobs.store import JobStore
 
@@ -40,16 +40,10 @@ class SemanticCache:
         return f"{self.index.prefix}:pending:{job_id}"
 
     def cacheable(self, job: dict) -> bool:
-        """Deterministic single questions with one answer only: a conversation's answer depends on more than
-        its last words, a completion prompt is continued as written (a paraphrase continues differently),
-        and of several answers one may have run out of tokens where the others did not."""
-        return (self.index.max_entries > 0 and deterministic(job) and not job.get("messages")
-                and not job.get("raw_prompt") and job.get("n", 1) == 1 and bool(job.get("prompt")))
+        return semantically_cacheable(job, self.index.max_entries)
 
     def wants_embedding(self, job: dict) -> bool:
-        """Whether the job's prompt embedding is of use here: to look its answer up. A job that bypasses
-        the lookup (a forced tier) is routed without one, and its answer is then not stored here."""
-        return self.cacheable(job) and lookups_wanted(job)
+        return wants_embedding(job, self.index.max_entries)
 
     def answer(self, job_id: str, job: dict, routing: dict, embedding: Optional[np.ndarray]) -> Optional[dict]:
         """Finish the job from the cache and return its result, or None when it must be generated.

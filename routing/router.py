@@ -6,6 +6,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from cache.keys import wants_embedding
+from jobs.queues import TIERS
 from routing.intents import RouteTable
 
 SIMILARITY_SCORINGS = ("centroid", "max", "topk")
@@ -33,6 +35,15 @@ UNCLASSIFIED = "unclassified"  # the intent of a prompt sent to a forced tier wi
 def forced_decision(tier: str) -> RoutingDecision:
     """The decision for a forced tier when nothing needs the prompt's embedding: no intent is scored."""
     return RoutingDecision(UNCLASSIFIED, tier, 0.0, 0.0, "forced", [])
+
+
+def decision_without_embedding(job: dict, semantic_cache_entries: int) -> Optional[RoutingDecision]:
+    """The decision for a job that needs no embedding, or None: a forced tier whose answer the semantic
+    cache (of `semantic_cache_entries`) neither looks up nor stores. Such a job needs no routing worker."""
+    tier = job.get("tier")
+    if tier in TIERS and not wants_embedding(job, semantic_cache_entries):
+        return forced_decision(tier)
+    return None
 
 
 @dataclass(frozen=True)

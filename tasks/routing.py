@@ -9,7 +9,7 @@ from celery import shared_task
 
 from jobs.queues import EMBED_TASK, TIERS, generation_task, job_priority
 from jobs.status import JobStatus
-from routing.router import forced_decision
+from routing.router import decision_without_embedding
 from tasks.context import worker_context
 from tasks.delivery import JobTask
 from tasks.fallback import with_live_tier
@@ -23,10 +23,10 @@ def route(self, job: dict) -> Optional[dict]:
     store = context.store
     if not store.move(self.request.id, JobStatus.ROUTING, routing_started_at=time.time()):
         return None  # cancelled meanwhile
-    forced = job["tier"] if job.get("tier") in TIERS else None
-    if forced and not context.semantic_cache.wants_embedding(job):
-        decision, embedding = forced_decision(forced), None  # embedding would only cost time (~7 ms)
-    else:
+    # The web app sends such a job straight to its tier; this serves other publishers.
+    decision, embedding = decision_without_embedding(job, context.settings.semantic_cache_max_entries), None
+    if decision is None:
+        forced = job["tier"] if job.get("tier") in TIERS else None
         decision, embedding = context.router().route(job["prompt"], forced_tier=forced)
     routing = with_live_tier(context.settings, store.redis, decision.as_dict())
     if not store.move(self.request.id, JobStatus.QUEUED, routing=routing, routed_at=time.time()):

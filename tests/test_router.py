@@ -5,7 +5,7 @@ import pytest
 
 from routing.embedder import Embedder
 from routing.intents import RouteTable, load_route_table, parse_route_table
-from routing.router import Router
+from routing.router import UNCLASSIFIED, Router, decision_without_embedding
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +106,22 @@ def test_every_scoring_mode_separates_obvious_cases(embedder, scoring):
 def test_invalid_route_tables_are_refused_with_a_reason(data, message):
     with pytest.raises(ValueError, match=message):
         parse_route_table(data)
+
+
+@pytest.mark.parametrize("job, routed", [
+    ({"prompt": "hi", "tier": "small", "cache": False}, "small"),  # forced, the cache bypassed
+    ({"prompt": "hi", "tier": "large", "messages": [{"role": "user", "content": "hi"}]}, "large"),  # never cached
+    ({"prompt": "hi", "tier": "small", "temperature": 0.7}, "small"),  # sampled: never cached
+    ({"prompt": "hi", "tier": "small"}, None),  # the cache is looked up: it needs the embedding
+    ({"prompt": "hi", "cache": False}, None),  # not forced: the router decides
+    ({"prompt": "hi", "tier": "auto", "cache": False}, None),
+])
+def test_only_a_forced_tier_the_semantic_cache_never_sees_goes_unembedded(job, routed):
+    decision = decision_without_embedding(job, semantic_cache_entries=100)
+    assert (decision.tier if decision else None) == routed
+    if decision:
+        assert (decision.rule, decision.intent) == ("forced", UNCLASSIFIED)
+
+
+def test_with_the_semantic_cache_off_a_forced_tier_needs_no_embedding():
+    assert decision_without_embedding({"prompt": "hi", "tier": "small"}, semantic_cache_entries=0).tier == "small"

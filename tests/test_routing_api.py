@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from helpers import job_store, semantic_cache, wait_for_job
+from jobs.queues import generation_task
 from routing.embedder import Embedder
 from routing.intents import load_route_table, routes_path
 from routing.live import load_router
@@ -81,7 +82,8 @@ def test_forced_tier_is_explained_as_forced_with_the_real_scores(client, local_r
 
 
 def test_a_forced_tier_that_bypasses_the_cache_is_not_embedded(client):
-    """Nothing needs the embedding (the tier is chosen, the cache is not read): the router skips it."""
+    """Nothing needs the embedding (the tier is chosen, the cache is not read): the web app sends the job
+    straight to its tier, and the routing worker never sees it."""
     response = client.post("/generate", json={"prompt": "prove that there are infinitely many primes",
                                               "max_tokens": 2, "tier": "small"}, headers={"Cache-Control": "no-cache"})
     assert response.status_code == 200, response.get_json()
@@ -90,3 +92,5 @@ def test_a_forced_tier_that_bypasses_the_cache_is_not_embedded(client):
                                "rule": "forced", "top": []}
     assert body["tier"] == "small" and body["cached"] is False
     assert job_store().redis.get(semantic_cache()._pending_key(body["id"])) is None, "no embedding was parked"
+    assert set(job_store().deliveries(body["id"])) == {generation_task("small")}, "only the tier's task ran"
+    assert "routing_started_at" not in job_store().get(body["id"])

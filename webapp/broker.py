@@ -4,7 +4,7 @@ No module of `tasks/` is imported."""
 from __future__ import annotations
 
 import threading
-from typing import Sequence
+from typing import Optional, Sequence
 
 from celery import Celery
 from celery.exceptions import TaskRevokedError, TimeoutError as CeleryTimeoutError
@@ -12,7 +12,8 @@ from kombu.exceptions import OperationalError
 
 from celeryconfig import celery_config
 
-from jobs.queues import DEFAULT_PRIORITY, EMBED_TASK, QUEUES, ROUTE_TASK, broker_priority, job_priority, queue_depths
+from jobs.queues import (DEFAULT_PRIORITY, EMBED_TASK, QUEUES, ROUTE_TASK, broker_priority, generation_task,
+                         job_priority, queue_depths)
 from jobs.store import JobStore
 from settings import Settings
 
@@ -66,10 +67,11 @@ class Broker:
             if self._waiting is failed:
                 self._waiting = self._waiting_app()
 
-    def submit(self, job_id: str, job: dict) -> None:
-        """Queue the job's routing task; its task id is the job id."""
-        self.celery.send_task(ROUTE_TASK, args=[job], task_id=job_id, priority=job_priority(job),
-                              retry_policy=PUBLISH_RETRY)
+    def submit(self, job_id: str, job: dict, routing: Optional[dict] = None) -> None:
+        """Queue the job's routing task, or its tier's generation task when `routing` is already decided;
+        the task id is the job id."""
+        name, args = (ROUTE_TASK, [job]) if routing is None else (generation_task(routing["tier"]), [job, routing])
+        self.celery.send_task(name, args=args, task_id=job_id, priority=job_priority(job), retry_policy=PUBLISH_RETRY)
 
     def embed(self, texts: list[str], timeout_s: float, priority: int = DEFAULT_PRIORITY) -> dict:
         """The routing worker's vectors for `texts`: `{"data", "prompt_tokens", "model"}` (tasks.routing.embed).

@@ -14,6 +14,7 @@ from jobs.queues import DEFAULT_PRIORITY
 from jobs.recent import PROMPT_PREVIEW_CHARS, remember_job
 from jobs.status import is_final
 from jobs.follow import StreamHub, follow_job
+from routing.router import decision_without_embedding
 from tenants.meter import usage_month
 from webapp.backpressure import ensure_capacity
 from webapp.context import WebContext, web
@@ -21,7 +22,8 @@ from webapp.errors import APIError
 
 
 def submit_job(job: dict) -> dict:
-    """Record the job and queue its routing task; the job id is the Celery task id throughout.
+    """Record the job and queue its routing task (or, for a forced tier that needs no embedding, its
+    generation task); the job id is the Celery task id throughout.
 
     An exact cache hit is answered here: the record comes back already succeeded, nothing queued.
     """
@@ -40,9 +42,13 @@ def submit_job(job: dict) -> dict:
     ensure_capacity(context, job)  # before the key's in-flight reservation: a full queue costs no more trips
     if key:
         job = with_fair_share(context, key, job, job_id)
+    # A forced tier that needs no embedding skips the routing worker: its decision is known here.
+    decision = decision_without_embedding(job, context.settings.semantic_cache_max_entries)
+    routing = decision.as_dict() if decision else None
+    routed = {"routing": routing, "routed_at": time.time()} if routing else {}
     try:
-        record = _record(context, job_id, job, in_flight=True)
-        context.broker.submit(job_id, job)
+        record = _record(context, job_id, job, in_flight=True, **routed)
+        context.broker.submit(job_id, job, routing)
     except Exception:
         context.store.delete(job_id)
         if key:
