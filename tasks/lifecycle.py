@@ -1,8 +1,9 @@
 """Keeps job records and the worker in step with Celery's signals.
 
 A task that fails for good marks its job failed; a worker uses patient Redis timeouts, loads its
-models early, beats its presence (jobs.presence), exits when it outgrows its memory cap, and keeps
-generated text out of its INFO log. `connect_signals` (called by tasks.app) wires it all.
+models early, beats its presence (jobs.presence), records what it holds and hands back a dead
+worker's jobs (tasks.reaper), exits when it outgrows its memory cap, and keeps generated text out
+of its INFO log. `connect_signals` (called by tasks.app) wires it all.
 """
 from __future__ import annotations
 
@@ -13,17 +14,19 @@ import sys
 import threading
 import time
 
-from celery.signals import task_failure, worker_ready, worker_shutdown
+from celery.signals import task_failure, task_received, worker_ready, worker_shutdown
 
 from engines.provider import get_engine, loaded_engine
-from jobs import presence
+from jobs import holdings, presence
 from jobs.queues import TIERS, ROUTING_QUEUE, tier_queue
 from jobs.status import JobStatus
 from settings import get_settings
 from tasks.context import worker_context
+from tasks.reaper import keep_alive, record_delivery, uses_redis_broker
 
 log = logging.getLogger(__name__)
-_stopping = threading.Event()
+_stopping = threading.Event()  # the worker has stopped: its tasks are done
+_exiting = threading.Event()  # it is draining to stop (memory cap)
 _beating: dict = {}  # worker name and the queues of its last beat
 
 
@@ -33,6 +36,7 @@ def connect_signals() -> None:
     worker_ready.connect(warm_up)
     worker_ready.connect(start_housekeeping)
     worker_shutdown.connect(leave_presence)
+    task_received.connect(hold_delivery)
     trace_log = logging.getLogger("celery.app.trace")
     if not any(isinstance(f, _HideTaskResults) for f in trace_log.filters):
         trace_log.addFilter(_HideTaskResults())
@@ -60,12 +64,20 @@ def start_housekeeping(sender=None, **_) -> None:
 
 
 def leave_presence(sender=None, **_) -> None:
+    """Sent once the pool has finished its tasks (a warm shutdown): nothing is running any more."""
     _stopping.set()
     if _beating:
         try:
             presence.leave(worker_context().store.redis, _beating["worker"], _beating["queues"])
+            holdings.leave(worker_context().store.redis, _beating["worker"])
         except Exception as exc:
             log.warning("could not leave the live-worker list: %s", type(exc).__name__)
+
+
+def hold_delivery(sender=None, request=None, **_) -> None:
+    """Celery's `task_received`, in the consumer: list the message among those this worker holds."""
+    if request is not None and uses_redis_broker(sender.app):
+        record_delivery(worker_context().store.redis, sender.hostname, request)
 
 
 def _is_prefork(consumer) -> bool:
@@ -112,6 +124,9 @@ def _housekeeping(consumer) -> None:
             presence.beat(worker_context().store.redis, consumer.hostname, queues, _beating["queues"],
                           get_settings().worker_heartbeat_s)
             _beating["queues"] = queues
+            if uses_redis_broker(consumer.app):
+                keep_alive(consumer.app, worker_context().store.redis, consumer.hostname,
+                           get_settings().worker_heartbeat_s)
         except Exception as exc:  # Redis away: beat again later
             log.warning("presence beat failed: %s", type(exc).__name__)
         if not _is_prefork(consumer):
@@ -123,10 +138,10 @@ def _housekeeping(consumer) -> None:
 def _enforce_memory_cap(limit_kb: int | None) -> None:
     """The threads pool's worker_max_memory_per_child: past it, shut down warm (supervisord restarts us)."""
     resident = _resident_kb()
-    if limit_kb and resident > limit_kb and not _stopping.is_set():
+    if limit_kb and resident > limit_kb and not _exiting.is_set():
         log.warning("worker uses %d KiB, over worker_max_memory_per_child=%d; finishing tasks and exiting",
                     resident, limit_kb)
-        _stopping.set()
+        _exiting.set()  # beats go on while it drains: its running jobs are not handed back
         os.kill(os.getpid(), signal.SIGTERM)
 
 

@@ -21,6 +21,11 @@ from workerctl import (PYTHONPATH_WITH_TESTS, SHORT_REDELIVERY_ENV, job_record, 
                        wait_until_nothing_in_flight)
 
 JOBS = 6
+# The visibility timeout stays far above what the test waits: only the reaper can bring jobs back.
+LONG_VISIBILITY_ENV = {**SHORT_REDELIVERY_ENV, "VISIBILITY_TIMEOUT_S": "3600"}
+# Generous, not a performance bound: the worker is dead after 5 beats (10 s), the next beat hands its
+# jobs back, and they run again from the start.
+REAPED_WITHIN_S = 300
 VICTIM_SLOTS = 4  # fewer than JOBS: the rescuer takes the rest at once, the victim's come back later
 
 
@@ -55,13 +60,15 @@ def _report(what: str, views: dict[str, dict], log_dir, workers: list[str]) -> t
 
 
 @pytest.mark.usefixtures("workers")
-def test_jobs_of_a_killed_worker_are_redelivered(client, artifacts_dir):
+def test_jobs_of_a_killed_worker_are_handed_back_long_before_the_visibility_timeout(client, artifacts_dir):
+    """A dead worker's jobs come back through the reaper (tasks.reaper): the visibility timeout here is
+    far longer than the test waits, so it cannot be what brings them back."""
     log_dir = artifacts_dir / "logs"
     with paused("small", "small-queue"):  # the session's small worker would take the redelivered jobs late
         job_ids = _submit_small_jobs(client, JOBS)
         wait_until(lambda: queued_messages("small-queue") == JOBS, 300, "the jobs to be routed")
         wait_until_nothing_in_flight()
-        victim = started_worker("victim", log_dir, "small-queue", SHORT_REDELIVERY_ENV, concurrency=VICTIM_SLOTS)
+        victim = started_worker("victim", log_dir, "small-queue", LONG_VISIBILITY_ENV, concurrency=VICTIM_SLOTS)
         # Killed only once it holds all it will take (its slots, each message in kombu's `unacked` hash)
         # and is generating. A kill between a fetch and that bookkeeping loses the message: kombu's Redis
         # transport pops it from the queue first, and its client then records it as unacknowledged.
@@ -73,13 +80,12 @@ def test_jobs_of_a_killed_worker_are_redelivered(client, artifacts_dir):
         os.killpg(victim.pid, signal.SIGKILL)  # threads pool: the worker is the generation process
         victim.wait()
         killed_at = time.time()
-        # What supervisord does: a new worker comes up, and Redis hands it the dead one's jobs
-        # once their visibility timeout has passed.
-        rescuer = started_worker("rescuer", log_dir, "small-queue", SHORT_REDELIVERY_ENV)
+        # What supervisord does: a new worker comes up. A live worker's reaper hands it the dead one's jobs.
+        rescuer = started_worker("rescuer", log_dir, "small-queue", LONG_VISIBILITY_ENV)
         try:
-            views = _final_views(client, job_ids, timeout=900)
+            views = _final_views(client, job_ids, timeout=REAPED_WITHIN_S)
             print(f"\nall jobs ended {time.time() - killed_at:.0f}s after the kill "
-                  f"(visibility timeout {SHORT_REDELIVERY_ENV['VISIBILITY_TIMEOUT_S']}s)")
+                  f"(visibility timeout {LONG_VISIBILITY_ENV['VISIBILITY_TIMEOUT_S']}s)")
         finally:
             stop_warm(rescuer)
     lost, ran_twice, completed_twice = _report("kill -9 mid-jobs", views, log_dir, ["victim", "rescuer"])
