@@ -1,6 +1,7 @@
 """Celery configuration, built from the settings: the workers' app (tasks.app) and the web app's
 broker (webapp.broker) load `celery_config(settings)` into their Celery apps."""
 from jobs.queues import QUEUES, ROUTE_TASK, ROUTING_QUEUE, generation_task, tier_queue
+from jobs.sentinel import is_sentinel
 from settings import TIERS, Settings
 
 
@@ -38,7 +39,10 @@ def celery_config(settings: Settings, worker: bool = False) -> dict:
         "redis_socket_timeout": timeout,
         "redis_socket_connect_timeout": timeout,
         "broker_connection_timeout": timeout,
+        # With Sentinel (a sentinel:// REDIS_URL) both ask the sentinels for this master.
+        "result_backend_transport_options": _sentinel_options(settings),
         "broker_transport_options": {
+            **_sentinel_options(settings),
             # Redis redelivers an unacknowledged message after this long: it outlasts the longest task.
             "visibility_timeout": settings.visibility_timeout(),
             # How often a worker looks for messages whose consumer died (kombu scans every Nth sweep; N=1).
@@ -60,3 +64,7 @@ def celery_config(settings: Settings, worker: bool = False) -> dict:
         "worker_send_task_events": True,  # Flower shows tasks live
         "task_send_sent_event": True,
     }
+
+
+def _sentinel_options(settings: Settings) -> dict:
+    return {"master_name": settings.redis_sentinel_master} if is_sentinel(settings.redis_url) else {}

@@ -41,7 +41,8 @@ class Settings:
     # Redis
     redis_timeout_s: float = 0.5  # web requests: an outage is a 503 at once
     worker_redis_timeout_s: float = 5.0
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = "redis://127.0.0.1:6379/0"  # or sentinel://host:port;sentinel://host:port (jobs.sentinel)
+    redis_sentinel_master: str = "llm-redis"  # the master's name at the sentinels, with a sentinel:// URL
     # Web and request limits (one definition, applied on every route)
     wait_timeout_s: float = 60.0
     prompt_max_chars: int = 8000

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def uses_redis_broker(app: Celery) -> bool:
-    return app.conf.broker_url.startswith(("redis://", "rediss://", "redis+socket://"))
+    return app.conf.broker_url.startswith(("redis://", "rediss://", "redis+socket://", "sentinel://"))
 
 
 def unacked_key(app: Celery) -> str:

@@ -19,7 +19,8 @@ def job_store():
     from jobs.store import JobStore
 
     settings = get_settings()
-    return JobStore(redis_client(settings.redis_url, settings.worker_redis_timeout_s), settings.job_ttl_s)
+    client = redis_client(settings.redis_url, settings.worker_redis_timeout_s, settings.redis_sentinel_master)
+    return JobStore(client, settings.job_ttl_s)
 
 
 @functools.lru_cache(maxsize=None)

@@ -30,6 +30,7 @@ import redis
 import yaml
 
 from conftest import TEST_REDIS_URL
+from jobs.sentinel import SentinelURL
 from helpers import app_with
 from jobs import presence
 from jobs.queues import TIERS, tier_queue
@@ -543,8 +544,10 @@ def test_compose_redis_is_a_master_a_replica_and_three_sentinels():
     sentinels = [name for name, service in services.items()
                  if {"source": "sentinel", "target": "/etc/redis/sentinel.conf.in"} in service.get("configs", [])]
     conf = (DEPLOY / compose()["configs"]["sentinel"]["file"]).read_text()
-    _, host, port, quorum = re.search(r"^sentinel monitor (\S+) (\S+) (\d+) (\d+)$", conf, re.MULTILINE).groups()
+    master, host, port, quorum = re.search(r"^sentinel monitor (\S+) (\S+) (\d+) (\d+)$", conf, re.MULTILINE).groups()
     assert (host, port, len(sentinels)) == ("redis-master", "6379", 3)
     assert len(sentinels) // 2 < int(quorum) <= len(sentinels), "a majority of the sentinels"
-    # Pending (docs/deploy.md): the app takes one plain Redis URL, so it names the master, not the sentinels.
-    assert compose()["x-platform-env"]["REDIS_URL"].startswith("redis://redis-master:6379/")
+    # The services name the sentinels (jobs.sentinel), each of them, and the master they monitor.
+    env = compose()["x-platform-env"]
+    assert {host for host, _ in SentinelURL.parse(env["REDIS_URL"]).sentinels} == set(sentinels)
+    assert env["REDIS_SENTINEL_MASTER"] == master

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Flask, g
 from flask_limiter import Limiter, RateLimitExceeded
 
+from jobs.sentinel import SentinelURL, is_sentinel, limits_uri
 from settings import Settings
 from webapp.context import web
 from webapp.errors import error_response
@@ -38,10 +39,7 @@ def init_app(app: Flask, settings: Settings, submissions: tuple[Blueprint, ...],
     limiter = Limiter(
         key_func=_caller,
         app=app,
-        storage_uri=settings.redis_url,
-        # Same fail-fast timeouts as every other Redis call of a web request (an outage is a 503).
-        storage_options={"socket_timeout": settings.redis_timeout_s,
-                         "socket_connect_timeout": settings.redis_timeout_s},
+        **_storage(settings),
         strategy="moving-window",
         # No X-RateLimit-* headers: they cost a second Redis round trip on every request (a third of
         # what a key adds to a cache hit). A refusal still says when to retry (below).
@@ -58,3 +56,13 @@ def init_app(app: Flask, settings: Settings, submissions: tuple[Blueprint, ...],
     for blueprint in reads:
         read(blueprint)
     return limiter
+
+
+def _storage(settings: Settings) -> dict:
+    """Where the limiter counts: REDIS_URL, in the `limits` library's form when it names sentinels."""
+    # Same fail-fast timeouts as every other Redis call of a web request (an outage is a 503).
+    options = {"socket_timeout": settings.redis_timeout_s, "socket_connect_timeout": settings.redis_timeout_s}
+    if not is_sentinel(settings.redis_url):
+        return {"storage_uri": settings.redis_url, "storage_options": options}
+    return {"storage_uri": limits_uri(settings.redis_url, settings.redis_sentinel_master),
+            "storage_options": {**options, "db": SentinelURL.parse(settings.redis_url).db}}

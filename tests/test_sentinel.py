@@ -1,0 +1,123 @@
+"""Redis behind Sentinel (jobs.sentinel): a master, a replica and three sentinels of the test's own, on
+free ports. The master is killed with SIGKILL; the job store, the web app and its broker follow the
+failover to the promoted replica without a restart, and keep what was replicated."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from types import SimpleNamespace
+
+import pytest
+import redis
+
+from celeryconfig import celery_config
+from helpers import app_with, free_port
+from jobs import redis_client
+from jobs.queues import ROUTING_QUEUE, queue_depths
+from jobs.sentinel import SentinelURL, limits_uri
+from jobs.store import JobStore
+from workerctl import redis_server, wait_until
+
+MASTER = "llm-redis"
+DB = 3
+
+
+def _sentinel(port: int, master_port: int, conf_dir, log_dir) -> subprocess.Popen:
+    conf = conf_dir / f"sentinel-{port}.conf"  # a sentinel rewrites its file: one each
+    conf.write_text(f"port {port}\nbind 127.0.0.1\nsentinel monitor {MASTER} 127.0.0.1 {master_port} 2\n"
+                    f"sentinel down-after-milliseconds {MASTER} 1000\nsentinel failover-timeout {MASTER} 10000\n")
+    return subprocess.Popen(["redis-server", str(conf), "--sentinel"], stdout=open(log_dir / f"sentinel-{port}.log", "ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _ready(sentinel_ports: list[int], replica_port: int) -> bool:
+    """The replica is in sync and every sentinel knows the replica and the two other sentinels."""
+    if redis.Redis(port=replica_port).info("replication").get("master_link_status") != "up":
+        return False
+    for port in sentinel_ports:
+        client = redis.Redis(port=port)
+        if len(client.sentinel_slaves(MASTER)) != 1 or len(client.sentinel_sentinels(MASTER)) != 2:
+            return False
+    return True
+
+
+@pytest.fixture
+def sentinels(tmp_path):
+    master_port, replica_port = free_port(), free_port()
+    sentinel_ports = [free_port() for _ in range(3)]
+    procs = [redis_server(master_port, tmp_path), redis_server(replica_port, tmp_path)]
+    try:
+        redis.Redis(port=replica_port).replicaof("127.0.0.1", master_port)
+        procs += [_sentinel(port, master_port, tmp_path, tmp_path) for port in sentinel_ports]
+        wait_until(lambda: _ready(sentinel_ports, replica_port), 60, "the replica and the sentinels")
+        url = ";".join(f"sentinel://127.0.0.1:{port}/{DB}" for port in sentinel_ports)
+        yield SimpleNamespace(url=url, master=procs[0], replica_port=replica_port)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def _fail_over(sentinels, write) -> float:
+    """Kill the master, then retry `write` until it lands on the new master; the seconds that took."""
+    os.kill(sentinels.master.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_until(lambda: _succeeds(write), 60, "a write to the promoted replica", interval=0.05)
+    return time.monotonic() - killed
+
+
+def _succeeds(write) -> bool:
+    try:
+        write()
+        return True
+    except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError):
+        return False
+
+
+def test_the_url_names_every_sentinel_one_database_and_the_password():
+    parsed = SentinelURL.parse("sentinel://:pw@a:26379/2;sentinel://b:26380/2;sentinel://c/2")
+    assert parsed == SentinelURL((("a", 26379), ("b", 26380), ("c", 26379)), 2, "pw")
+    assert limits_uri("sentinel://:pw@a:26379/2;sentinel://b:26380/2", MASTER) == f"redis+sentinel://:pw@a:26379,b:26380/{MASTER}"
+    for bad in ("redis://a:6379/0;sentinel://b:1", "sentinel://a:1/1;sentinel://b:1/2", "sentinel://"):
+        with pytest.raises(ValueError):
+            SentinelURL.parse(bad)
+
+
+def test_the_job_store_follows_a_failover_and_keeps_what_was_replicated(sentinels):
+    client = redis_client(sentinels.url, 0.5, MASTER)
+    store = JobStore(client)
+    store.create("before", {"prompt": "kept"})
+    assert client.wait(1, 5000) == 1, "the replica has the record"
+    seconds = _fail_over(sentinels, lambda: store.create("after", {"prompt": "written to the new master"}))
+    print(f"\nthe job store wrote to the promoted replica {seconds:.1f}s after the master was killed")
+    assert client.connection_pool.get_master_address() == ("127.0.0.1", sentinels.replica_port)
+    assert store.get("before")["request"] == {"prompt": "kept"}
+    assert store.get("after")["request"] == {"prompt": "written to the new master"}
+
+
+def test_the_web_app_and_its_broker_follow_a_failover(sentinels):
+    """Jobs are recorded and queued through the sentinels' master before and after the failover."""
+    app = app_with(redis_url=sentinels.url, redis_sentinel_master=MASTER)
+    client, settings = app.test_client(), app.extensions["llm_platform"].settings
+    store = app.extensions["llm_platform"].store
+    transport = celery_config(settings)["broker_transport_options"]
+    assert transport["master_name"] == MASTER
+
+    def submit() -> str:
+        response = client.post("/v1/jobs", json={"prompt": "queued through sentinel", "max_tokens": 2})
+        if response.status_code == 503:  # Redis away mid-failover: the app's answer, not a 500
+            raise redis.ConnectionError(response.get_json()["error"]["message"])
+        assert response.status_code == 202, response.get_json()
+        return response.get_json()["id"]
+
+    first = submit()
+    assert queue_depths(store.redis, transport, [ROUTING_QUEUE])[ROUTING_QUEUE] == 1
+    # WAIT counts this connection's writes; one made after the broker's publish covers that too.
+    store.redis.set("replicated-up-to-here", 1)
+    assert store.redis.wait(1, 5000) == 1
+    seconds = _fail_over(sentinels, submit)
+    print(f"\nthe web app queued a job on the promoted replica {seconds:.1f}s after the master was killed")
+    assert store.get(first)["status"] == "queued", "the job accepted before the failover is still there"
+    assert queue_depths(store.redis, transport, [ROUTING_QUEUE])[ROUTING_QUEUE] == 2, "both messages wait"
