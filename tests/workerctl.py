@@ -129,8 +129,9 @@ def redis_server(port: int, log_dir: Path) -> subprocess.Popen:
     """A throw-away redis-server on `port` (no persistence), answering before this returns."""
     import redis
 
+    # --dir: a replica's full sync writes an RDB file there even without --save.
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=open(log_dir / f"redis-{port}.log", "ab"),
+                             "--appendonly", "no", "--dir", str(log_dir)], stdout=open(log_dir / f"redis-{port}.log", "ab"),
                             stderr=subprocess.STDOUT, start_new_session=True)
     client = redis.Redis(port=port, socket_connect_timeout=0.5)
     wait_until(lambda: _pings(client), 20, f"redis-server on port {port}")
