@@ -45,7 +45,8 @@ class SemanticCache:
     def wants_embedding(self, job: dict) -> bool:
         return wants_embedding(job, self.index.max_entries)
 
-    def answer(self, job_id: str, job: dict, routing: dict, embedding: Optional[np.ndarray]) -> Optional[dict]:
+    def answer(self, job_id: str, job: dict, routing: dict, embedding: Optional[np.ndarray],
+               fence: Optional[int] = None) -> Optional[dict]:
         """Finish the job from the cache and return its result, or None when it must be generated.
 
         On a miss the embedding is parked under the job id, so that the generated answer can
@@ -59,7 +60,7 @@ class SemanticCache:
             hit, rejected = self.lookup(job, tier, embedding)
             cache_lookup.send("semantic", outcome="hit" if hit else "miss", tier=tier, rejected=rejected)
             if hit:
-                return self._finish(job_id, routing, *hit)
+                return self._finish(job_id, routing, fence, *hit)
         else:
             cache_lookup.send("semantic", outcome="bypass", tier=tier)
         if embedding is not None:
@@ -67,13 +68,14 @@ class SemanticCache:
                            ex=self.jobs.ttl_s)
         return None
 
-    def _finish(self, job_id: str, routing: dict, entry: dict, similarity: float) -> Optional[dict]:
-        """Finish the job with the cached answer; None when it ended meanwhile (a cancel wins)."""
+    def _finish(self, job_id: str, routing: dict, fence: Optional[int], entry: dict, similarity: float) -> Optional[dict]:
+        """Finish the job with the cached answer; None when it ended meanwhile (a cancel wins) or a later
+        delivery of the job (`fence`) has begun."""
         now = time.time()
         created_at = (self.jobs.get(job_id) or {}).get("created_at", now)
         result = cached_result(entry, "semantic", created_at, now, routing=routing, similarity=similarity)
         fields = finished_fields(result, now)
-        return result if self.jobs.move(job_id, fields.pop("status"), **fields) else None
+        return result if self.jobs.move(job_id, fields.pop("status"), fence=fence, **fields) else None
 
     def lookup(self, job: dict, tier: str, embedding: np.ndarray) -> tuple[Optional[tuple[dict, float]], Optional[str]]:
         """((entry, similarity), None) on a hit; (None, guard's reason or None) on a miss."""

@@ -32,12 +32,22 @@ def lua_set(statuses) -> str:
     return "{" + ",".join(f"{status.value}=true" for status in sorted(statuses, key=lambda s: s.value)) + "}"
 
 
+def superseded(fence_arg: int) -> str:
+    """Lua that refuses (returns 0) a write whose delivery number, ARGV[fence_arg] ('' for none), is older
+    than the latest delivery of the job in KEYS[1]."""
+    fence = f"ARGV[{fence_arg}]"
+    return (f"if {fence} ~= '' and tonumber(redis.call('HGET', KEYS[1], 'delivery') or '0') > tonumber({fence}) "
+            "then return 0 end")
+
+
 def _guard_script() -> str:
     """The transition guard in Lua, from the Python table (so the two cannot disagree).
 
     KEYS: the job hash, its stream. ARGV: TTL, target status ('' keeps the status), stream event
-    name ('' for none), event data, then field, value pairs. Moving a final job to its own status
-    only adds fields it lacks (HSETNX). Returns 1 when applied, 0 when refused.
+    name ('' for none), event data, the writer's delivery number ('' for a writer outside a delivery,
+    such as a cancel), then field, value pairs. Moving a final job to its own status only adds fields
+    it lacks (HSETNX). A write from a delivery older than the job's latest is refused (fencing).
+    Returns 1 when applied, 0 when refused.
     """
     allowed = ",".join(f"{source.value}={lua_set(targets)}" for source, targets in TRANSITIONS.items())
     return f"""
@@ -45,12 +55,13 @@ local allowed = {{{allowed}}}
 local final = {lua_set(FINAL_STATUSES)}
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return 0 end
+{superseded(5)}
 local target = ARGV[2]
 if target == '' then
   if final[current] then return 0 end
 elseif not allowed[current][target] then return 0 end
 local keep = target == current and final[current]
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   if keep then redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
   else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 end
@@ -66,6 +77,23 @@ return 1
 
 GUARD = _guard_script()
 
+# KEYS: the job hash, its stream. ARGV: TTL, the writer's delivery number ('' for none), then event, data
+# pairs. Appends the events unless a later delivery of the job has begun; 1 when appended, 0 when refused.
+FENCED_APPEND = f"""
+{superseded(2)}
+for i = 3, #ARGV, 2 do
+  redis.call('XADD', KEYS[2], '*', 'event', ARGV[i], 'data', ARGV[i + 1])
+end
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: the job hash. The job's next delivery number, or 0 when it has no record.
+BEGIN_DELIVERY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('HINCRBY', KEYS[1], 'delivery', 1)
+"""
+
 
 class JobStore:
     """Create, read and move jobs; `ttl_s` is how long a record and its stream are kept."""
@@ -74,6 +102,8 @@ class JobStore:
         self.redis = client
         self.ttl_s = ttl_s
         self._guard = client.register_script(GUARD)
+        self._begin_delivery = client.register_script(BEGIN_DELIVERY)
+        self.fenced_append = client.register_script(FENCED_APPEND)  # jobs.streams writes events with it
 
     def create(self, job_id: str, request: dict, pipe: Optional[Pipeline] = None, **fields: Any) -> dict:
         """A new record, `queued` unless `fields` say otherwise (a cache hit is born succeeded).
@@ -89,21 +119,29 @@ class JobStore:
             target.execute()
         return record
 
-    def move(self, job_id: str, status: JobStatus, event: Optional[tuple[str, dict]] = None, **fields: Any) -> bool:
+    def move(self, job_id: str, status: JobStatus, event: Optional[tuple[str, dict]] = None,
+             fence: Optional[int] = None, **fields: Any) -> bool:
         """Move the job to `status` with `fields`, if the transition is allowed; False (nothing written) if not.
 
-        `event` (name, data) is appended to the job's stream in the same step.
+        `event` (name, data) is appended to the job's stream in the same step. `fence` is the writer's
+        delivery number (`begin_delivery`): once a later delivery of the job has begun, it is refused.
         """
-        return self._apply(job_id, JobStatus(status).value, event, fields)
+        return self._apply(job_id, JobStatus(status).value, event, fence, fields)
 
-    def annotate(self, job_id: str, **fields: Any) -> bool:
-        """Set fields of a job that has not ended (progress); False once it has."""
-        return self._apply(job_id, "", None, fields)
+    def annotate(self, job_id: str, fence: Optional[int] = None, **fields: Any) -> bool:
+        """Set fields of a job that has not ended (progress); False once it has, or once `fence` is superseded."""
+        return self._apply(job_id, "", None, fence, fields)
 
-    def _apply(self, job_id: str, status: str, event: Optional[tuple[str, dict]], fields: dict) -> bool:
+    def begin_delivery(self, job_id: str) -> int:
+        """Number a new delivery of the job (1, 2, ...): writes fenced with an earlier number are refused
+        from now on. 0 when the job has no record."""
+        return int(self._begin_delivery(keys=[job_key(job_id)]))
+
+    def _apply(self, job_id: str, status: str, event: Optional[tuple[str, dict]], fence: Optional[int],
+               fields: dict) -> bool:
         name, data = event if event else ("", {})
         flat = [part for item in _encode(fields).items() for part in item]
-        args = [self.ttl_s, status, name, json.dumps(data) if event else "", *flat]
+        args = [self.ttl_s, status, name, json.dumps(data) if event else "", "" if fence is None else fence, *flat]
         return bool(self._guard(keys=[job_key(job_id), stream_key(job_id)], args=args))
 
     def count_delivery(self, job_id: str, stage: str) -> int:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from jobs.status import is_final
-from jobs.store import JobStore, stream_key
+from jobs.store import JobStore, job_key, stream_key
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +29,22 @@ class StreamEvent:
     id: Optional[str] = None
 
 
-def publish(store: JobStore, job_id: str, event: str, data: dict) -> None:
-    """Append one event to the job's stream and keep the stream's expiry in step with the job."""
-    _append(store, [(stream_key(job_id), event, json.dumps(data))])
+def publish(store: JobStore, job_id: str, event: str, data: dict, fence: Optional[int] = None) -> None:
+    """Append one event to the job's stream and keep the stream's expiry in step with the job; refused
+    (silently) once a delivery of the job later than `fence` has begun (JobStore.begin_delivery)."""
+    _append(store, [(job_id, fence, event, json.dumps(data))])
 
 
-def _append(store: JobStore, entries: list[tuple[str, str, str]]) -> None:
-    """Append (stream key, event, JSON data) entries in one round trip; each stream expires with its job."""
+def _append(store: JobStore, entries: list[tuple[str, Optional[int], str, str]]) -> None:
+    """Append (job id, fence, event, JSON data) entries in one round trip, a script call per job and
+    delivery, in order; each stream expires with its job."""
+    groups: dict[tuple[str, Optional[int]], list[str]] = {}
+    for job_id, fence, event, data in entries:
+        groups.setdefault((job_id, fence), []).extend((event, data))
     pipe = store.redis.pipeline(transaction=False)
-    for key, event, data in entries:
-        pipe.xadd(key, {"event": event, "data": data})
-    for key in {key for key, _, _ in entries}:
-        pipe.expire(key, store.ttl_s)
+    for (job_id, fence), events in groups.items():
+        store.fenced_append(keys=[job_key(job_id), stream_key(job_id)],
+                            args=[store.ttl_s, "" if fence is None else fence, *events], client=pipe)
     pipe.execute()
 
 
@@ -56,15 +60,15 @@ class TokenBatches:
 
     def __init__(self, store: JobStore, interval_s: float) -> None:
         self.store, self.interval_s = store, interval_s
-        self._pending: list[tuple[str, str, str]] = []  # (stream key, event, data as JSON)
+        self._pending: list[tuple[str, Optional[int], str, str]] = []  # (job id, fence, event, data as JSON)
         self._lock = threading.Lock()  # guards _pending
         self._writing = threading.Lock()  # one batch at a time: order across batches
         self._queued = threading.Event()  # set by publish: an idle process's flusher sleeps until then
         self._flusher: Optional[threading.Thread] = None
 
-    def publish(self, job_id: str, event: str, data: dict, at_once: bool = False) -> None:
+    def publish(self, job_id: str, event: str, data: dict, at_once: bool = False, fence: Optional[int] = None) -> None:
         with self._lock:
-            self._pending.append((stream_key(job_id), event, json.dumps(data)))
+            self._pending.append((job_id, fence, event, json.dumps(data)))
             if self._flusher is None and self.interval_s > 0:
                 self._flusher = threading.Thread(target=self._run, name="token-batches", daemon=True)
                 self._flusher.start()
@@ -89,9 +93,8 @@ class TokenBatches:
     def discard(self, job_id: str) -> None:
         """Drop the job's pending events: a job whose last write failed moves on (another attempt, another
         tier), and its old tokens written late would land after that attempt's `start`."""
-        key = stream_key(job_id)
         with self._lock:
-            self._pending = [entry for entry in self._pending if entry[0] != key]
+            self._pending = [entry for entry in self._pending if entry[0] != job_id]
 
     def _run(self) -> None:
         while True:

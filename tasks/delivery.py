@@ -1,13 +1,20 @@
-"""What every job task does when a message reaches it: skip cancelled jobs, count deliveries, cap them.
+"""What every job task does when a message reaches it: skip cancelled jobs, count deliveries, cap them,
+and number the delivery so that an earlier one can no longer write.
 
 Celery has no redelivery cap of its own: with late acks a job that kills its worker is redelivered
 forever. Each delivery is counted in Redis (per stage), and a job delivered more than
 `max_deliveries` times fails instead of running again.
+
+Fencing: a job handed back while its first worker was only cut off or slow (tasks.reaper) runs twice
+for a while. Each delivery takes the next number of the job (`JobStore.begin_delivery`) and writes
+with it (`fence(task)`); the job store refuses writes of any earlier delivery, so the job ends once
+and its stream is never mixed.
 """
 from __future__ import annotations
 
 import logging
 import time
+from typing import Optional
 
 from celery import Task
 
@@ -39,4 +46,10 @@ class JobTask(Task):
             raise DeliveryLimitExceeded(
                 f"{self.name} was delivered {deliveries} times (limit {self.app.conf.max_deliveries}); "
                 "each earlier attempt ended with its worker dying")
+        self.request.fence = store.begin_delivery(job_id)
         return super().__call__(*args, **kwargs)
+
+
+def fence(task: Task) -> Optional[int]:
+    """The running delivery's number, for the job store's writes; None outside a numbered delivery."""
+    return getattr(task.request, "fence", None)

@@ -6,7 +6,7 @@ import time
 from typing import Optional
 
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 from engines.base import Engine, EngineStalled
 from engines.provider import get_engine
@@ -15,6 +15,7 @@ from jobs.status import JobStatus
 from jobs.streams import publish
 from tasks.answer import Answers, generation_request
 from tasks.context import WorkerContext, worker_context
+from tasks.delivery import fence
 from tasks.fallback import after_failure
 from tasks.watch import GenerationWatch
 
@@ -29,8 +30,8 @@ def run_generation(task: Task, tier: str, job: dict, routing: dict) -> Optional[
     """
     context = worker_context()
     store, job_id, started = context.store, task.request.id, time.time()
-    if not store.move(job_id, JobStatus.GENERATING, generation_started_at=started, tokens_so_far=0):
-        return None  # cancelled (or already finished by an earlier delivery)
+    if not store.move(job_id, JobStatus.GENERATING, fence=fence(task), generation_started_at=started, tokens_so_far=0):
+        return None  # cancelled, already finished by an earlier delivery, or superseded by a later one
     engine = get_engine(tier)
     try:
         return _generate(context, task, tier, job, routing, engine, started)
@@ -40,22 +41,23 @@ def run_generation(task: Task, tier: str, job: dict, routing: dict) -> Optional[
 
 def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing: dict, engine: Engine,
               started: float) -> dict:
-    store, job_id = context.store, task.request.id
+    store, job_id, delivery = context.store, task.request.id, fence(task)
     if engine.stalled():  # jobs still queued for a wedged engine move on at once
         raise EngineStalled(f"the {tier} engine has not stepped for {engine.stalled_for():.0f}s")
     request = generation_request(job)
     # A redelivered task starts over: readers drop the text they had before a `start`.
-    publish(store, job_id, "start", {"tier": tier, "model": engine.model_id, "routing": routing})
+    publish(store, job_id, "start", {"tier": tier, "model": engine.model_id, "routing": routing}, delivery)
     answers, first_token_at, streamed = Answers(request), None, False
     deadline = started + task.soft_time_limit if task.soft_time_limit else None
     try:
-        with GenerationWatch(store, job_id, request.cancel, context.settings.cancel_poll_s, deadline) as watch:
+        with GenerationWatch(store, job_id, request.cancel, context.settings.cancel_poll_s, deadline,
+                             delivery) as watch:
             for chunk in engine.generate(request):
                 if first_token_at is None:
                     first_token_at = time.time()
                 event = answers.add(chunk)
                 if event is not None:
-                    context.tokens.publish(job_id, "token", event, at_once=not streamed)
+                    context.tokens.publish(job_id, "token", event, at_once=not streamed, fence=delivery)
                     streamed = True
                 watch.tokens = answers.tokens
     except BaseException:
@@ -63,6 +65,9 @@ def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing:
         raise
     _flush_tokens(context, job_id)  # every token is in the stream before the job moves on or ends
     tokens = answers.tokens
+    if watch.reason == "superseded":  # a later delivery runs the job: it answers and bills, not this one
+        log.warning("job %s: delivery %s stopped, a later delivery runs the job", job_id, delivery)
+        return None
     if answers.cancelled and watch.reason == "timeout":
         # What this tier generated before it gave up was work done: it is billed before the job moves on.
         context.meter.record(job.get("key_id"), prompt_tokens=answers.prompt_tokens, completion_tokens=tokens)
@@ -84,11 +89,11 @@ def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing:
         result["fallback"] = routing["fallback"]
     if answers.cancelled:
         result["tokens_after_cancel"] = tokens - (watch.tokens_at_cancel or 0)
-        store.move(job_id, JobStatus.CANCELLED, result=result, finished_at=finished)  # what came before the cancel
+        store.move(job_id, JobStatus.CANCELLED, fence=delivery, result=result, finished_at=finished)  # what came before the cancel
         context.meter.record_job(job.get("key_id"), tier, result)  # the tokens were generated all the same
         return result
     final = ("final", {"id": job_id, "status": JobStatus.SUCCEEDED.value, **result})
-    if store.move(job_id, JobStatus.SUCCEEDED, event=final, result=result, finished_at=finished):
+    if store.move(job_id, JobStatus.SUCCEEDED, event=final, fence=delivery, result=result, finished_at=finished):
         context.meter.record_job(job.get("key_id"), tier, result)
         _remember_answer(context, job_id, job, result)
     return result
@@ -118,8 +123,9 @@ def _fall_back(context: WorkerContext, task: Task, tier: str, job: dict, routing
     moved = after_failure(context.settings, routing, reason)
     if moved is None:
         raise failure
+    if not context.store.move(task.request.id, JobStatus.QUEUED, fence=fence(task), routing=moved):
+        raise Ignore()  # a later delivery runs the job (or it ended): no second task for it
     log.warning("job %s falls back from the %s tier: %s", task.request.id, tier, failure)
-    context.store.move(task.request.id, JobStatus.QUEUED, routing=moved)
     target = task.app.tasks[generation_task(moved["tier"])]
     raise task.replace(target.s(job, moved).set(priority=job_priority(job)))
 

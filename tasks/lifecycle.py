@@ -22,6 +22,7 @@ from jobs.queues import TIERS, ROUTING_QUEUE, tier_queue
 from jobs.status import JobStatus
 from settings import get_settings
 from tasks.context import worker_context
+from tasks.delivery import fence
 from tasks.reaper import keep_alive, record_delivery, uses_redis_broker
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,8 @@ def connect_signals() -> None:
 def mark_job_failed(sender=None, task_id: str | None = None, exception: BaseException | None = None, **_) -> None:
     if task_id:
         error = {"type": type(exception).__name__, "message": str(exception)[:500]}
-        worker_context().store.move(task_id, JobStatus.FAILED, error=error, finished_at=time.time())
+        delivery = fence(sender) if sender is not None else None  # a superseded delivery fails nothing
+        worker_context().store.move(task_id, JobStatus.FAILED, fence=delivery, error=error, finished_at=time.time())
 
 
 def warm_up(sender=None, **_) -> None:

@@ -11,7 +11,7 @@ from jobs.queues import EMBED_TASK, TIERS, generation_task, job_priority
 from jobs.status import JobStatus
 from routing.router import decision_without_embedding
 from tasks.context import worker_context
-from tasks.delivery import JobTask
+from tasks.delivery import JobTask, fence
 from tasks.fallback import with_live_tier
 
 
@@ -21,7 +21,7 @@ def route(self, job: dict) -> Optional[dict]:
     unless the semantic cache already holds the answer: then that is the job's result."""
     context = worker_context()
     store = context.store
-    if not store.move(self.request.id, JobStatus.ROUTING, routing_started_at=time.time()):
+    if not store.move(self.request.id, JobStatus.ROUTING, fence=fence(self), routing_started_at=time.time()):
         return None  # cancelled meanwhile
     # The web app sends such a job straight to its tier; this serves other publishers.
     decision, embedding = decision_without_embedding(job, context.settings.semantic_cache_max_entries), None
@@ -29,9 +29,9 @@ def route(self, job: dict) -> Optional[dict]:
         forced = job["tier"] if job.get("tier") in TIERS else None
         decision, embedding = context.router().route(job["prompt"], forced_tier=forced)
     routing = with_live_tier(context.settings, store.redis, decision.as_dict())
-    if not store.move(self.request.id, JobStatus.QUEUED, routing=routing, routed_at=time.time()):
+    if not store.move(self.request.id, JobStatus.QUEUED, fence=fence(self), routing=routing, routed_at=time.time()):
         return None
-    cached = context.semantic_cache.answer(self.request.id, job, routing, embedding)
+    cached = context.semantic_cache.answer(self.request.id, job, routing, embedding, fence(self))
     if cached is not None:
         context.meter.record(job.get("key_id"), cache_hits=1)
         return cached

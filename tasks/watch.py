@@ -18,14 +18,15 @@ class GenerationWatch:
     """Sets `cancel` (the engine request's event) when the job's cancel flag appears or its deadline passes.
 
     A thread polls the flag, so a job waiting for a batch slot is stopped too, not only one that is
-    producing tokens; on the way it records the job's progress (`tokens_so_far`). `reason` says why
-    it fired ("cancelled" or "timeout"); `tokens_at_cancel` is how many tokens the caller had counted
+    producing tokens; on the way it records the job's progress (`tokens_so_far`), with the delivery's
+    `fence`. `reason` says why it fired: "cancelled", "timeout", or "superseded" (a later delivery of
+    the job has begun, or the job ended). `tokens_at_cancel` is how many tokens the caller had counted
     at that moment, to report how far the engine ran on.
     """
 
     def __init__(self, store: JobStore, job_id: str, cancel: threading.Event, poll_s: float,
-                 deadline: Optional[float] = None) -> None:
-        self.store, self.job_id, self.cancel, self.deadline = store, job_id, cancel, deadline
+                 deadline: Optional[float] = None, fence: Optional[int] = None) -> None:
+        self.store, self.job_id, self.cancel, self.deadline, self.fence = store, job_id, cancel, deadline, fence
         self.poll_s = poll_s
         self.reason: Optional[str] = None
         self.tokens = 0  # advanced by the caller as chunks arrive
@@ -65,7 +66,10 @@ class GenerationWatch:
     def _report_progress(self) -> None:
         tokens = self.tokens
         if tokens != self._reported:
-            self.store.annotate(self.job_id, tokens_so_far=tokens)
+            if not self.store.annotate(self.job_id, fence=self.fence, tokens_so_far=tokens) and self.fence:
+                self._check()  # a cancel that landed since the last check is a cancel
+                if not self.reason:
+                    self._fire("superseded")  # a later delivery runs the job (or it ended): stop this one
             self._reported = tokens
 
     def _fire(self, reason: str) -> None:

@@ -16,13 +16,14 @@ from conftest import ROOT, start_worker
 from helpers import broker, free_port, job_store
 from jobs.status import is_final
 from jobs.follow import follow_job
+from jobs.streams import read_after
 from workerctl import (PYTHONPATH_WITH_TESTS, SHORT_REDELIVERY_ENV, job_record, log_lines, paused, queued_messages,
                        redis_server, started_worker, stop_warm, submit, wait_ready, wait_until,
                        wait_until_nothing_in_flight)
 
 JOBS = 6
 # The visibility timeout stays far above what the test waits: only the reaper can bring jobs back.
-LONG_VISIBILITY_ENV = {**SHORT_REDELIVERY_ENV, "VISIBILITY_TIMEOUT_S": "3600"}
+LONG_VISIBILITY_ENV = {"VISIBILITY_TIMEOUT_S": "3600"}
 # Generous, not a performance bound: the worker is dead after 5 beats (10 s), the next beat hands its
 # jobs back, and they run again from the start.
 REAPED_WITHIN_S = 300
@@ -92,6 +93,40 @@ def test_jobs_of_a_killed_worker_are_handed_back_long_before_the_visibility_time
     assert not lost, {job_id: views[job_id] for job_id in lost}
     assert ran_twice, "no job was running when the worker died; the test proved nothing"
     assert not completed_twice
+
+
+@pytest.mark.usefixtures("workers")
+def test_a_frozen_worker_that_comes_back_cannot_write_over_the_job_it_lost(client, artifacts_dir):
+    """Fencing: a worker stopped (SIGSTOP: a partition, a long pause) loses its job to the reaper; when it
+    runs again beside the job's new delivery, none of its writes land: one final result, a stream
+    whose last attempt is the new delivery's alone."""
+    log_dir = artifacts_dir / "logs"
+    with paused("small", "small-queue"):
+        frozen = started_worker("frozen", log_dir, "small-queue", LONG_VISIBILITY_ENV, concurrency=1)
+        rescuer = None
+        try:
+            job_id = submit(client, prompt="Tell me a long story about a lighthouse keeper.", tier="small",
+                            max_tokens=300)
+            wait_until(lambda: int(job_record(job_id).get("tokens_so_far", 0)) > 0, 300, "the job to be generating")
+            os.killpg(frozen.pid, signal.SIGSTOP)
+            rescuer = started_worker("rescuer", log_dir, "small-queue", LONG_VISIBILITY_ENV)
+            wait_until(lambda: job_store().deliveries(job_id).get("tasks.small.generate", 0) == 2, REAPED_WITHIN_S,
+                       "the frozen worker's job to be handed back and taken")
+            os.killpg(frozen.pid, signal.SIGCONT)  # back while the rescuer runs the job
+            view = _final_views(client, [job_id], timeout=300)[job_id]
+            wait_until(lambda: log_lines(log_dir, ["frozen"], "a later delivery runs the job"), 120,
+                       "the frozen worker to stop the job it lost")
+        finally:
+            os.killpg(frozen.pid, signal.SIGCONT)
+            stop_warm(frozen)
+            if rescuer is not None:
+                stop_warm(rescuer)
+    assert view["status"] == "succeeded", view
+    stream = read_after(job_store(), job_id, "0")
+    starts = [i for i, event in enumerate(stream) if event.event == "start"]
+    assert len(starts) == 2 and [event.event for event in stream].count("final") == 1
+    last_attempt = "".join(event.data["text"] for event in stream[starts[-1]:] if event.event == "token")
+    assert last_attempt == view["result"]["response"], "the frozen worker's tokens never reached the stream"
 
 
 def test_jobs_survive_a_worker_restart(client, workers, artifacts_dir):
