@@ -43,6 +43,8 @@ class Settings:
     worker_redis_timeout_s: float = 5.0
     redis_url: str = "redis://127.0.0.1:6379/0"  # or sentinel://host:port;sentinel://host:port (jobs.sentinel)
     redis_sentinel_master: str = "llm-redis"  # the master's name at the sentinels, with a sentinel:// URL
+    redis_min_replicas: int = 0  # replicas that must hold a job before its submission is answered
+    redis_replica_wait_ms: int = 200  # how long a submission waits for them, then it is refused (503)
     # Web and request limits (one definition, applied on every route)
     wait_timeout_s: float = 60.0
     prompt_max_chars: int = 8000

@@ -6,6 +6,10 @@ again when a connection to it fails, so a failover is followed without a restart
 The job store's clients come from `sentinel_client`, Celery's broker and result backend take the
 URL as it is (with `master_name` in their transport options, celeryconfig), and the rate limiter
 gets it in the `limits` library's form (`limits_uri`).
+
+Replication is asynchronous: a job accepted just before the master dies may not have reached the
+replica that takes over. `replicated` waits until replicas have everything written so far, which the
+web app does before it answers a submission (REDIS_MIN_REPLICAS).
 """
 from __future__ import annotations
 
@@ -64,3 +68,18 @@ def limits_uri(url: str, master: str) -> str:
     auth = f":{parsed.password}@" if parsed.password else ""
     hosts = ",".join(f"{host}:{port}" for host, port in parsed.sentinels)
     return f"redis+sentinel://{auth}{hosts}/{master}"
+
+
+REPLICATION_MARK = "replication:mark"
+
+
+def replicated(client: redis.Redis, replicas: int, timeout_ms: int) -> bool:
+    """Whether `replicas` replicas have acknowledged every write made so far, by any client, within `timeout_ms`.
+
+    Redis's WAIT counts the writes of its own connection: one write here, after the others, makes it
+    cover them too (the replication stream is one, in order).
+    """
+    pipe = client.pipeline(transaction=False)
+    pipe.incr(REPLICATION_MARK)
+    pipe.execute_command("WAIT", replicas, timeout_ms)
+    return int(pipe.execute()[1]) >= replicas

@@ -9,9 +9,11 @@ from typing import Optional
 from flask import g, has_request_context
 
 from cache.entries import cached_result, pointer_fields, pointer_request
+from jobs.control import cancel_job
 from jobs.owners import in_flight, release_in_flight, reserve_in_flight
 from jobs.queues import DEFAULT_PRIORITY
 from jobs.recent import PROMPT_PREVIEW_CHARS, remember_job
+from jobs.sentinel import replicated
 from jobs.status import is_final
 from jobs.follow import StreamHub, follow_job
 from routing.router import decision_without_embedding
@@ -54,7 +56,23 @@ def submit_job(job: dict) -> dict:
         if key:
             release_in_flight(context.store, key["id"], job_id)
         raise
+    ensure_replicated(context, record)
     return record
+
+
+def ensure_replicated(context: WebContext, record: dict) -> None:
+    """With REDIS_MIN_REPLICAS, answer only once that many replicas hold the job's record and message, so
+    a failover right after cannot lose an accepted job. Otherwise the job is cancelled (so that a retry
+    does not run it twice) and the caller gets a 503 to retry."""
+    settings = context.settings
+    if settings.redis_min_replicas <= 0:
+        return
+    if replicated(context.store.redis, settings.redis_min_replicas, settings.redis_replica_wait_ms):
+        return
+    cancel_job(context.store, record)
+    raise APIError(503, "not_replicated", f"the job did not reach {settings.redis_min_replicas} Redis replica(s) within "
+                   f"{settings.redis_replica_wait_ms} ms and was not accepted; retry",
+                   headers={"Retry-After": "1"})
 
 
 def as_key_runs_it(key: dict, job: dict) -> dict:
