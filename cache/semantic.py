@@ -68,7 +68,8 @@ class SemanticCache:
                            ex=self.jobs.ttl_s)
         return None
 
-    def _finish(self, job_id: str, routing: dict, fence: Optional[int], entry: dict, similarity: float) -> Optional[dict]:
+    def _finish(self, job_id: str, routing: dict, fence: Optional[int], entry: dict,
+                similarity: float) -> Optional[dict]:
         """Finish the job with the cached answer; None when it ended meanwhile (a cancel wins) or a later
         delivery of the job (`fence`) has begun."""
         now = time.time()

@@ -4,12 +4,20 @@ app and the workers both write jobs through `jobs.store.JobStore`.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 
 from jobs.sentinel import is_sentinel, sentinel_client
 
 MAX_CONNECTIONS = 100  # per process: the web's streams share one stream hub, not a connection each
 POOL_WAIT_S = 5.0  # a burst of requests waits this long for a free connection rather than failing
+
+
+def settings_client(settings: Any, timeout_s: float) -> redis.Redis:
+    """The job store's client for the settings' REDIS_URL (and REDIS_SENTINEL_MASTER), giving up after
+    `timeout_s`. (`settings` is settings.Settings, not imported: this package builds on Redis alone.)"""
+    return redis_client(settings.redis_url, timeout_s, settings.redis_sentinel_master)
 
 
 def redis_client(url: str, timeout_s: float, sentinel_master: str = "") -> redis.Redis:

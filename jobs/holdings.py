@@ -3,11 +3,11 @@ go back to their queues within seconds rather than after the broker's visibility
 
 With Redis as the broker, a message a worker took stays in kombu's `unacked` hash until the worker
 acknowledges it; only the visibility timeout (longer than the longest time limit) hands it back when
-the worker dies. So each worker lists the delivery tags it receives (`hold`) and keeps a key alive
-while it runs (`mark_alive`, every beat, draining included). A worker whose key expired is dead:
-`dead_holders` names it and `take_held` gives its tags to a reaper (tasks.reaper), which hands them
-back through kombu. A tag already acknowledged is no longer in `unacked`, so handing it back does
-nothing: the lists need no bookkeeping on acknowledgement, only a prune now and then.
+the worker dies. So each worker process lists the delivery tags it receives (`hold`) and keeps a key
+alive while it runs (`mark_alive`, every beat, draining included). A worker whose key expired is
+dead: `dead_holders` names it and a reaper (tasks.reaper) hands its tags back through kombu. A tag
+already acknowledged is no longer in `unacked`, so handing it back does nothing: the lists need no
+bookkeeping on acknowledgement, only a prune now and then.
 """
 from __future__ import annotations
 
@@ -40,22 +40,31 @@ def _alive_key(worker: str) -> str:
     return f"workers:alive:{worker}"
 
 
-def hold(client: redis.Redis, worker: str, tag: str, job_id: str) -> None:
-    """`worker` took the delivery `tag` (of job `job_id`) and has not acknowledged it yet."""
+def hold(client: redis.Redis, worker: str, tag: str, job_id: str, heartbeat_s: float) -> None:
+    """`worker` took the delivery `tag` (of job `job_id`) and has not acknowledged it yet. A worker that
+    has not beaten yet counts as alive from its first delivery on."""
     pipe = client.pipeline()
     pipe.hset(_held_key(worker), tag, job_id)
     pipe.sadd(HOLDERS_KEY, worker)
+    pipe.set(_alive_key(worker), 1, px=_alive_ms(heartbeat_s), nx=True)
     pipe.execute()
 
 
 def mark_alive(client: redis.Redis, worker: str, heartbeat_s: float) -> None:
     """`worker` is alive for the next DEAD_AFTER_BEATS beats."""
-    client.set(_alive_key(worker), 1, px=int(DEAD_AFTER_BEATS * heartbeat_s * 1000))
+    client.set(_alive_key(worker), 1, px=_alive_ms(heartbeat_s))
+
+
+def _alive_ms(heartbeat_s: float) -> int:
+    return int(DEAD_AFTER_BEATS * heartbeat_s * 1000)
 
 
 def leave(client: redis.Redis, worker: str) -> None:
-    """A worker that stopped cleanly: what it still holds (nothing, normally) is handed back at once."""
-    client.delete(_alive_key(worker))
+    """A worker that stopped cleanly holds nothing: kombu put back what it had not started."""
+    pipe = client.pipeline()
+    pipe.delete(_alive_key(worker), _held_key(worker))
+    pipe.srem(HOLDERS_KEY, worker)
+    pipe.execute()
 
 
 def prune(client: redis.Redis, worker: str, unacked_key: str) -> int:
@@ -72,14 +81,22 @@ def dead_holders(client: redis.Redis) -> list[str]:
     return [worker for worker, alive in zip(holders, pipe.execute()) if not alive]
 
 
-def take_held(client: redis.Redis, worker: str) -> dict[str, str]:
-    """The dead `worker`'s tags (tag -> job id), taken off its list: one reaper hands each back."""
+def held(client: redis.Redis, worker: str) -> dict[str, str]:
+    """The deliveries `worker` holds: tag -> job id."""
+    return {tag.decode(): job_id.decode() for tag, job_id in client.hgetall(_held_key(worker)).items()}
+
+
+def release(client: redis.Redis, worker: str, tag: str) -> None:
+    """The delivery `tag` is no longer `worker`'s (handed back)."""
+    client.hdel(_held_key(worker), tag)
+
+
+def forget(client: redis.Redis, worker: str) -> None:
+    """A dead worker whose deliveries were all handed back leaves the holders."""
     pipe = client.pipeline()
-    pipe.hgetall(_held_key(worker))
     pipe.delete(_held_key(worker))
     pipe.srem(HOLDERS_KEY, worker)
-    held = pipe.execute()[0]
-    return {tag.decode(): job_id.decode() for tag, job_id in held.items()}
+    pipe.execute()
 
 
 def reaper_turn(client: redis.Redis, worker: str, heartbeat_s: float) -> bool:

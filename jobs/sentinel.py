@@ -18,12 +18,15 @@ from typing import Optional
 from urllib.parse import urlsplit
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 SCHEME = "sentinel://"
 
 
 def is_sentinel(url: str) -> bool:
+    """Whether `url` names sentinels rather than one Redis server."""
     return url.startswith(SCHEME)
 
 
@@ -40,11 +43,11 @@ class SentinelURL:
         parts = [urlsplit(part.strip()) for part in url.split(";") if part.strip()]
         if not parts or any(f"{part.scheme}://" != SCHEME or not part.hostname for part in parts):
             raise ValueError(f"a Sentinel REDIS_URL is sentinel://host:port[/db];sentinel://host:port..., not {url!r}")
-        dbs = {int(part.path.strip("/") or 0) for part in parts}
+        dbs = {int(part.path.strip("/")) for part in parts if part.path.strip("/")}  # one may name it for all
         if len(dbs) > 1:
             raise ValueError(f"the sentinels of REDIS_URL name different databases: {sorted(dbs)}")
         password = next((part.password for part in parts if part.password), None)
-        return cls(tuple((part.hostname, part.port or 26379) for part in parts), dbs.pop(), password)
+        return cls(tuple((part.hostname, part.port or 26379) for part in parts), dbs.pop() if dbs else 0, password)
 
 
 class SentinelBlockingConnectionPool(SentinelConnectionPool, redis.BlockingConnectionPool):
@@ -56,7 +59,8 @@ def sentinel_client(url: str, master: str, timeout_s: float, max_connections: in
     """A client of the master the sentinels of `url` name `master`, giving up after `timeout_s`."""
     parsed = SentinelURL.parse(url)
     timeouts = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
-    sentinels = Sentinel(list(parsed.sentinels), sentinel_kwargs=timeouts)
+    # redis-py retries a sentinel 10 times with backoff (1.5 s each when it is down): once, then the next.
+    sentinels = Sentinel(list(parsed.sentinels), sentinel_kwargs={**timeouts, "retry": Retry(NoBackoff(), 1)})
     return sentinels.master_for(master, connection_pool_class=SentinelBlockingConnectionPool, db=parsed.db,
                                 password=parsed.password, max_connections=max_connections, timeout=wait_s,
                                 **timeouts)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import redis
 from redis.client import Pipeline
@@ -32,12 +32,15 @@ def lua_set(statuses) -> str:
     return "{" + ",".join(f"{status.value}=true" for status in sorted(statuses, key=lambda s: s.value)) + "}"
 
 
+NEW_DELIVERY = "new"  # the fence of a write that starts a delivery (JobStore.start_delivery)
+
+
 def superseded(fence_arg: int) -> str:
     """Lua that refuses (returns 0) a write whose delivery number, ARGV[fence_arg] ('' for none), is older
     than the latest delivery of the job in KEYS[1]."""
     fence = f"ARGV[{fence_arg}]"
-    return (f"if {fence} ~= '' and tonumber(redis.call('HGET', KEYS[1], 'delivery') or '0') > tonumber({fence}) "
-            "then return 0 end")
+    return (f"if {fence} ~= '' and {fence} ~= '{NEW_DELIVERY}' and "
+            f"tonumber(redis.call('HGET', KEYS[1], 'delivery') or '0') > tonumber({fence}) then return 0 end")
 
 
 def _guard_script() -> str:
@@ -45,9 +48,9 @@ def _guard_script() -> str:
 
     KEYS: the job hash, its stream. ARGV: TTL, target status ('' keeps the status), stream event
     name ('' for none), event data, the writer's delivery number ('' for a writer outside a delivery,
-    such as a cancel), then field, value pairs. Moving a final job to its own status only adds fields
-    it lacks (HSETNX). A write from a delivery older than the job's latest is refused (fencing).
-    Returns 1 when applied, 0 when refused.
+    such as a cancel; 'new' to start a delivery), then field, value pairs. Moving a final job to its
+    own status only adds fields it lacks (HSETNX). A write from a delivery older than the job's latest
+    is refused (fencing). Returns 1 when applied (a started delivery: its number), 0 when refused.
     """
     allowed = ",".join(f"{source.value}={lua_set(targets)}" for source, targets in TRANSITIONS.items())
     return f"""
@@ -71,6 +74,7 @@ if ARGV[3] ~= '' then
   redis.call('XADD', KEYS[2], '*', 'event', ARGV[3], 'data', ARGV[4])
   redis.call('EXPIRE', KEYS[2], ARGV[1])
 end
+if ARGV[5] == '{NEW_DELIVERY}' then return redis.call('HINCRBY', KEYS[1], 'delivery', 1) end
 return 1
 """
 
@@ -88,12 +92,6 @@ redis.call('EXPIRE', KEYS[2], ARGV[1])
 return 1
 """
 
-# KEYS: the job hash. The job's next delivery number, or 0 when it has no record.
-BEGIN_DELIVERY = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-return redis.call('HINCRBY', KEYS[1], 'delivery', 1)
-"""
-
 
 class JobStore:
     """Create, read and move jobs; `ttl_s` is how long a record and its stream are kept."""
@@ -102,7 +100,6 @@ class JobStore:
         self.redis = client
         self.ttl_s = ttl_s
         self._guard = client.register_script(GUARD)
-        self._begin_delivery = client.register_script(BEGIN_DELIVERY)
         self.fenced_append = client.register_script(FENCED_APPEND)  # jobs.streams writes events with it
 
     def create(self, job_id: str, request: dict, pipe: Optional[Pipeline] = None, **fields: Any) -> dict:
@@ -124,25 +121,31 @@ class JobStore:
         """Move the job to `status` with `fields`, if the transition is allowed; False (nothing written) if not.
 
         `event` (name, data) is appended to the job's stream in the same step. `fence` is the writer's
-        delivery number (`begin_delivery`): once a later delivery of the job has begun, it is refused.
+        delivery number (`start_delivery`): once a later delivery of the job has begun, it is refused.
         """
-        return self._apply(job_id, JobStatus(status).value, event, fence, fields)
+        return bool(self._apply(job_id, JobStatus(status).value, event, fence, fields))
 
     def annotate(self, job_id: str, fence: Optional[int] = None, **fields: Any) -> bool:
         """Set fields of a job that has not ended (progress); False once it has, or once `fence` is superseded."""
-        return self._apply(job_id, "", None, fence, fields)
+        return bool(self._apply(job_id, "", None, fence, fields))
 
-    def begin_delivery(self, job_id: str) -> int:
-        """Number a new delivery of the job (1, 2, ...): writes fenced with an earlier number are refused
-        from now on. 0 when the job has no record."""
-        return int(self._begin_delivery(keys=[job_key(job_id)]))
+    def start_delivery(self, job_id: str, status: JobStatus, **fields: Any) -> int:
+        """Move the job to `status` as `move` does, as the first write of a new delivery of it: its number
+        (1, 2, ...), with which its later writes are fenced (`fence`); 0 when the move is refused. Writes
+        fenced with an earlier number are refused from now on. A delivery that cannot run the job (a
+        duplicate, a stale one) takes no number, so it cannot fence out the one that can."""
+        return int(self._apply(job_id, JobStatus(status).value, None, NEW_DELIVERY, fields))
 
-    def _apply(self, job_id: str, status: str, event: Optional[tuple[str, dict]], fence: Optional[int],
-               fields: dict) -> bool:
+    def delivery(self, job_id: str) -> int:
+        """The number of the job's latest delivery (0 before the first)."""
+        return int(self.redis.hget(job_key(job_id), "delivery") or 0)
+
+    def _apply(self, job_id: str, status: str, event: Optional[tuple[str, dict]], fence: Union[int, str, None],
+               fields: dict) -> int:
         name, data = event if event else ("", {})
         flat = [part for item in _encode(fields).items() for part in item]
         args = [self.ttl_s, status, name, json.dumps(data) if event else "", "" if fence is None else fence, *flat]
-        return bool(self._guard(keys=[job_key(job_id), stream_key(job_id)], args=args))
+        return int(self._guard(keys=[job_key(job_id), stream_key(job_id)], args=args))
 
     def count_delivery(self, job_id: str, stage: str) -> int:
         """Count one more delivery of the job to `stage` (a task name) and return the total so far."""

@@ -31,7 +31,7 @@ class StreamEvent:
 
 def publish(store: JobStore, job_id: str, event: str, data: dict, fence: Optional[int] = None) -> None:
     """Append one event to the job's stream and keep the stream's expiry in step with the job; refused
-    (silently) once a delivery of the job later than `fence` has begun (JobStore.begin_delivery)."""
+    (silently) once a delivery of the job later than `fence` has begun (JobStore.start_delivery)."""
     _append(store, [(job_id, fence, event, json.dumps(data))])
 
 

@@ -10,7 +10,7 @@ from typing import Optional
 from cache.exact import ExactCache
 from cache.semantic import SemanticCache
 from engines.provider import served_models
-from jobs import redis_client
+from jobs import settings_client
 from jobs.store import JobStore
 from jobs.streams import TokenBatches
 from routing.embedder import Embedder
@@ -38,7 +38,7 @@ class WorkerContext:
     @classmethod
     def build(cls, settings: Settings) -> "WorkerContext":
         # Workers wait longer for Redis than web requests do: a slow moment must not fail a job.
-        store = JobStore(redis_client(settings.redis_url, settings.worker_redis_timeout_s, settings.redis_sentinel_master), settings.job_ttl_s)
+        store = JobStore(settings_client(settings, settings.worker_redis_timeout_s), settings.job_ttl_s)
         models = served_models(settings)
         return cls(settings, store,
                    ExactCache(store.redis, models, settings.exact_cache_ttl_s, settings.exact_cache_max_entries),

@@ -6,9 +6,10 @@ forever. Each delivery is counted in Redis (per stage), and a job delivered more
 `max_deliveries` times fails instead of running again.
 
 Fencing: a job handed back while its first worker was only cut off or slow (tasks.reaper) runs twice
-for a while. Each delivery takes the next number of the job (`JobStore.begin_delivery`) and writes
-with it (`fence(task)`); the job store refuses writes of any earlier delivery, so the job ends once
-and its stream is never mixed.
+for a while. A delivery's first move of the job takes the job's next number (`start_stage`, in the
+same step, so a delivery that may not run the job takes none) and its later writes carry it
+(`fence(task)`); the job store refuses writes of any earlier delivery, so the job ends once and
+its stream is never mixed.
 """
 from __future__ import annotations
 
@@ -46,8 +47,15 @@ class JobTask(Task):
             raise DeliveryLimitExceeded(
                 f"{self.name} was delivered {deliveries} times (limit {self.app.conf.max_deliveries}); "
                 "each earlier attempt ended with its worker dying")
-        self.request.fence = store.begin_delivery(job_id)
         return super().__call__(*args, **kwargs)
+
+
+def start_stage(task: Task, status: JobStatus, **fields) -> bool:
+    """The task's first move of its job (to `status`, with `fields`), which numbers its delivery; False
+    when the job may not move (cancelled, ended, or already past this stage)."""
+    delivery = worker_context().store.start_delivery(task.request.id, status, **fields)
+    task.request.fence = delivery or None
+    return bool(delivery)
 
 
 def fence(task: Task) -> Optional[int]:

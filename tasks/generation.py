@@ -15,7 +15,7 @@ from jobs.status import JobStatus
 from jobs.streams import publish
 from tasks.answer import Answers, generation_request
 from tasks.context import WorkerContext, worker_context
-from tasks.delivery import fence
+from tasks.delivery import fence, start_stage
 from tasks.fallback import after_failure
 from tasks.watch import GenerationWatch
 
@@ -30,8 +30,8 @@ def run_generation(task: Task, tier: str, job: dict, routing: dict) -> Optional[
     """
     context = worker_context()
     store, job_id, started = context.store, task.request.id, time.time()
-    if not store.move(job_id, JobStatus.GENERATING, fence=fence(task), generation_started_at=started, tokens_so_far=0):
-        return None  # cancelled, already finished by an earlier delivery, or superseded by a later one
+    if not start_stage(task, JobStatus.GENERATING, generation_started_at=started, tokens_so_far=0):
+        return None  # cancelled, or already finished by an earlier delivery
     engine = get_engine(tier)
     try:
         return _generate(context, task, tier, job, routing, engine, started)
@@ -89,8 +89,10 @@ def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing:
         result["fallback"] = routing["fallback"]
     if answers.cancelled:
         result["tokens_after_cancel"] = tokens - (watch.tokens_at_cancel or 0)
-        store.move(job_id, JobStatus.CANCELLED, fence=delivery, result=result, finished_at=finished)  # what came before the cancel
-        context.meter.record_job(job.get("key_id"), tier, result)  # the tokens were generated all the same
+        # What came before the cancel; billed, since the tokens were generated all the same (once: by
+        # the delivery whose write landed).
+        if store.move(job_id, JobStatus.CANCELLED, fence=delivery, result=result, finished_at=finished):
+            context.meter.record_job(job.get("key_id"), tier, result)
         return result
     final = ("final", {"id": job_id, "status": JobStatus.SUCCEEDED.value, **result})
     if store.move(job_id, JobStatus.SUCCEEDED, event=final, fence=delivery, result=result, finished_at=finished):

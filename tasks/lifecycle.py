@@ -17,13 +17,13 @@ import time
 from celery.signals import task_failure, task_received, worker_ready, worker_shutdown
 
 from engines.provider import get_engine, loaded_engine
-from jobs import holdings, presence
+from jobs import presence
 from jobs.queues import TIERS, ROUTING_QUEUE, tier_queue
 from jobs.status import JobStatus
 from settings import get_settings
 from tasks.context import worker_context
 from tasks.delivery import fence
-from tasks.reaper import keep_alive, record_delivery, uses_redis_broker
+from tasks.reaper import Reaper, process_reaper, uses_redis_broker
 
 log = logging.getLogger(__name__)
 _stopping = threading.Event()  # the worker has stopped: its tasks are done
@@ -71,7 +71,8 @@ def leave_presence(sender=None, **_) -> None:
     if _beating:
         try:
             presence.leave(worker_context().store.redis, _beating["worker"], _beating["queues"])
-            holdings.leave(worker_context().store.redis, _beating["worker"])
+            if _beating.get("reaper"):
+                _beating["reaper"].leave()
         except Exception as exc:
             log.warning("could not leave the live-worker list: %s", type(exc).__name__)
 
@@ -79,7 +80,12 @@ def leave_presence(sender=None, **_) -> None:
 def hold_delivery(sender=None, request=None, **_) -> None:
     """Celery's `task_received`, in the consumer: list the message among those this worker holds."""
     if request is not None and uses_redis_broker(sender.app):
-        record_delivery(worker_context().store.redis, sender.hostname, request)
+        _reaper(sender).hold(request)
+
+
+def _reaper(consumer) -> Reaper:
+    return process_reaper(consumer.app, worker_context().store.redis, consumer.hostname,
+                          get_settings().worker_heartbeat_s)
 
 
 def _is_prefork(consumer) -> bool:
@@ -119,16 +125,19 @@ def _stalled_queues() -> set[str]:
 
 def _housekeeping(consumer) -> None:
     """Beat presence every few seconds and watch the memory cap, until the worker stops."""
-    _beating.update(worker=consumer.hostname, queues=set())
+    reaper = _reaper(consumer) if uses_redis_broker(consumer.app) else None
+    _beating.update(worker=consumer.hostname, queues=set(), reaper=reaper)
     while True:
+        if reaper is not None:
+            try:  # first and on its own: a failed presence beat must not let this process look dead
+                reaper.beat()
+            except Exception as exc:
+                log.warning("alive beat or hand-back failed: %s", type(exc).__name__)
         try:
             queues = _consumed_queues(consumer) - _stalled_queues()
             presence.beat(worker_context().store.redis, consumer.hostname, queues, _beating["queues"],
                           get_settings().worker_heartbeat_s)
             _beating["queues"] = queues
-            if uses_redis_broker(consumer.app):
-                keep_alive(consumer.app, worker_context().store.redis, consumer.hostname,
-                           get_settings().worker_heartbeat_s)
         except Exception as exc:  # Redis away: beat again later
             log.warning("presence beat failed: %s", type(exc).__name__)
         if not _is_prefork(consumer):

@@ -11,7 +11,7 @@ from jobs.queues import EMBED_TASK, TIERS, generation_task, job_priority
 from jobs.status import JobStatus
 from routing.router import decision_without_embedding
 from tasks.context import worker_context
-from tasks.delivery import JobTask, fence
+from tasks.delivery import JobTask, fence, start_stage
 from tasks.fallback import with_live_tier
 
 
@@ -21,8 +21,8 @@ def route(self, job: dict) -> Optional[dict]:
     unless the semantic cache already holds the answer: then that is the job's result."""
     context = worker_context()
     store = context.store
-    if not store.move(self.request.id, JobStatus.ROUTING, fence=fence(self), routing_started_at=time.time()):
-        return None  # cancelled meanwhile
+    if not start_stage(self, JobStatus.ROUTING, routing_started_at=time.time()):
+        return None  # cancelled meanwhile, or a duplicate of a delivery that routed the job already
     # The web app sends such a job straight to its tier; this serves other publishers.
     decision, embedding = decision_without_embedding(job, context.settings.semantic_cache_max_entries), None
     if decision is None:
@@ -35,6 +35,8 @@ def route(self, job: dict) -> Optional[dict]:
     if cached is not None:
         context.meter.record(job.get("key_id"), cache_hits=1)
         return cached
+    if store.delivery(self.request.id) != fence(self):
+        return None  # a later delivery routes the job: it hands it on, not this one
     target = self.app.tasks[generation_task(routing["tier"])]
     raise self.replace(target.s(job, routing).set(priority=job_priority(job)))
 

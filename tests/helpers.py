@@ -15,11 +15,11 @@ from settings import get_settings
 @functools.lru_cache(maxsize=None)
 def job_store():
     """A job store on the test Redis, as a worker would build it."""
-    from jobs import redis_client
+    from jobs import settings_client
     from jobs.store import JobStore
 
     settings = get_settings()
-    client = redis_client(settings.redis_url, settings.worker_redis_timeout_s, settings.redis_sentinel_master)
+    client = settings_client(settings, settings.worker_redis_timeout_s)
     return JobStore(client, settings.job_ttl_s)
 
 

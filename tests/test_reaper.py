@@ -6,6 +6,7 @@ import base64
 import contextlib
 import json
 import os
+import time
 import uuid
 from typing import Iterator
 
@@ -16,7 +17,7 @@ from kombu import Exchange, Queue
 from helpers import job_store
 from jobs import holdings
 from jobs.queues import redis_lists
-from tasks.reaper import keep_alive
+from tasks.reaper import Reaper
 
 BEAT_S = 0.2
 
@@ -47,36 +48,65 @@ def taken(app, queue: Queue, body: dict) -> Iterator[str]:
         yield connection.SimpleQueue(queue).get(timeout=5).delivery_tag
 
 
+def _waiting_messages(queue: Queue) -> list[dict]:
+    return [json.loads(item) for key in redis_lists(queue.name, {}) for item in job_store().redis.lrange(key, 0, -1)]
+
+
 def waiting(queue: Queue) -> list[dict]:
     """The bodies of the messages waiting in `queue`, read off its Redis lists (every priority)."""
-    raw = [item for key in redis_lists(queue.name, {}) for item in job_store().redis.lrange(key, 0, -1)]
-    return [json.loads(base64.b64decode(json.loads(item)["body"])) for item in raw]
+    return [json.loads(base64.b64decode(message["body"])) for message in _waiting_messages(queue)]
 
 
-def test_a_dead_workers_unacknowledged_delivery_goes_back_to_its_queue(app, queue):
+def waiting_tags(queue: Queue) -> list[str]:
+    return [message["properties"]["delivery_tag"] for message in _waiting_messages(queue)]
+
+
+def reaping(reaper: Reaper) -> int:
+    """What `reaper` hands back once its own beats have been healthy for a dead-after window."""
+    reaper.beat()
+    time.sleep(holdings.DEAD_AFTER_BEATS * BEAT_S)
+    job_store().redis.delete(holdings.REAPER_LOCK_KEY)  # whatever an earlier beat left
+    return reaper.beat()
+
+
+def dead_holder(tag: str, job_id: str) -> str:
+    """A holder that took `tag` and stopped beating at once."""
+    name = f"dead@host/{uuid.uuid4().hex[:6]}"
+    holdings.hold(job_store().redis, name, tag, job_id, heartbeat_s=0.001)
+    return name
+
+
+def test_a_dead_workers_unacknowledged_delivery_goes_back_to_its_queue_under_a_new_tag(app, queue):
     redis = job_store().redis
     with taken(app, queue, {"job": "a"}) as tag:
         assert redis.hexists("unacked", tag) and waiting(queue) == []
-        holdings.hold(redis, "dead@host", tag, "a")  # it never beat, or its key expired: dead
-        redis.delete(holdings.REAPER_LOCK_KEY)
-        assert keep_alive(app, redis, "live@host", BEAT_S) == 1
+        dead = dead_holder(tag, "a")
+        assert reaping(Reaper(app, redis, "live@host", BEAT_S)) == 1
         assert not redis.hexists("unacked", tag)
         assert waiting(queue) == [{"job": "a"}], "back in its queue, once"
-    assert "dead@host" not in holdings.dead_holders(redis)
+        assert waiting_tags(queue) != [tag], "under a new tag: the dead one's late ack cannot touch it"
+        assert dead not in holdings.dead_holders(redis)
 
 
-def test_a_live_workers_deliveries_stay_with_it(app, queue):
+def test_a_worker_restarted_under_the_same_name_does_not_keep_the_dead_ones_deliveries(app, queue):
+    """supervisord and container runtimes restart a worker under its node name: the holder is the process."""
+    redis = job_store().redis
+    with taken(app, queue, {"job": "r"}) as tag:
+        before, after = Reaper(app, redis, "small@host", BEAT_S), Reaper(app, redis, "small@host", BEAT_S)
+        assert before.holder != after.holder
+        holdings.hold(redis, before.holder, tag, "r", heartbeat_s=0.001)  # then it was killed
+        assert reaping(after) == 1 and waiting(queue) == [{"job": "r"}]
+
+
+def test_a_live_workers_deliveries_stay_with_it_and_a_clean_leave_hands_back_nothing(app, queue):
     redis = job_store().redis
     with taken(app, queue, {"job": "b"}) as tag:
-        holdings.hold(redis, "busy@host", tag, "b")
-        holdings.mark_alive(redis, "busy@host", heartbeat_s=60)
-        redis.delete(holdings.REAPER_LOCK_KEY)
-        assert keep_alive(app, redis, "live@host", BEAT_S) == 0
+        busy = Reaper(app, redis, "busy@host", 60)
+        holdings.hold(redis, busy.holder, tag, "b", heartbeat_s=60)  # alive from its first delivery on
+        assert reaping(Reaper(app, redis, "live@host", BEAT_S)) == 0
         assert redis.hexists("unacked", tag) and waiting(queue) == []
-        holdings.leave(redis, "busy@host")  # it left without acknowledging: what it holds goes back
-        redis.delete(holdings.REAPER_LOCK_KEY)
-        assert keep_alive(app, redis, "live@host", BEAT_S) == 1
-        assert waiting(queue) == [{"job": "b"}]
+        busy.leave()  # kombu puts back what a cleanly stopping worker holds; the reaper must not
+        assert busy.holder not in holdings.dead_holders(redis)
 
 
 def test_acknowledged_deliveries_are_pruned_and_never_handed_back(app, queue):
@@ -86,13 +116,22 @@ def test_acknowledged_deliveries_are_pruned_and_never_handed_back(app, queue):
                                       declare=[queue])
     with app.connection_for_read() as connection:
         message = connection.SimpleQueue(queue).get(timeout=5)
-        holdings.hold(redis, "tidy@host", message.delivery_tag, "c")
+        holdings.hold(redis, "tidy@host", message.delivery_tag, "c", heartbeat_s=60)
         message.ack()
     assert holdings.prune(redis, "tidy@host", "unacked") == 1
-    holdings.hold(redis, "gone@host", message.delivery_tag, "c")  # acknowledged, then its worker died
-    redis.delete(holdings.REAPER_LOCK_KEY)
-    assert keep_alive(app, redis, "live@host", BEAT_S) == 0
+    dead_holder(message.delivery_tag, "c")  # acknowledged, then its worker died
+    assert reaping(Reaper(app, redis, "live@host", BEAT_S)) == 0
     assert waiting(queue) == []
+
+
+def test_a_reaper_whose_own_beats_just_came_back_waits_a_window_before_reaping(app, queue):
+    """After a Redis outage every key may have lapsed: the first worker back must not take the others' jobs."""
+    redis = job_store().redis
+    with taken(app, queue, {"job": "d"}) as tag:
+        dead_holder(tag, "d")
+        time.sleep(0.05)
+        redis.delete(holdings.REAPER_LOCK_KEY)
+        assert Reaper(app, redis, "back@host", BEAT_S).beat() == 0, "not before its own window"
 
 
 def test_one_worker_reaps_per_beat():

@@ -31,8 +31,9 @@ def _sentinel(port: int, master_port: int, conf_dir, log_dir) -> subprocess.Pope
     conf = conf_dir / f"sentinel-{port}.conf"  # a sentinel rewrites its file: one each
     conf.write_text(f"port {port}\nbind 127.0.0.1\nsentinel monitor {MASTER} 127.0.0.1 {master_port} 2\n"
                     f"sentinel down-after-milliseconds {MASTER} 1000\nsentinel failover-timeout {MASTER} 10000\n")
-    return subprocess.Popen(["redis-server", str(conf), "--sentinel"], stdout=open(log_dir / f"sentinel-{port}.log", "ab"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    log = open(log_dir / f"sentinel-{port}.log", "ab")
+    return subprocess.Popen(["redis-server", str(conf), "--sentinel"], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
 
 
 def _ready(sentinel_ports: list[int], replica_port: int) -> bool:
@@ -82,7 +83,9 @@ def _succeeds(write) -> bool:
 def test_the_url_names_every_sentinel_one_database_and_the_password():
     parsed = SentinelURL.parse("sentinel://:pw@a:26379/2;sentinel://b:26380/2;sentinel://c/2")
     assert parsed == SentinelURL((("a", 26379), ("b", 26380), ("c", 26379)), 2, "pw")
-    assert limits_uri("sentinel://:pw@a:26379/2;sentinel://b:26380/2", MASTER) == f"redis+sentinel://:pw@a:26379,b:26380/{MASTER}"
+    assert SentinelURL.parse("sentinel://a:1/3;sentinel://b:1").db == 3, "Celery's form: the first names it"
+    uri = limits_uri("sentinel://:pw@a:26379/2;sentinel://b:26380/2", MASTER)
+    assert uri == f"redis+sentinel://:pw@a:26379,b:26380/{MASTER}"
     for bad in ("redis://a:6379/0;sentinel://b:1", "sentinel://a:1/1;sentinel://b:1/2", "sentinel://"):
         with pytest.raises(ValueError):
             SentinelURL.parse(bad)
@@ -107,6 +110,8 @@ def test_the_web_app_and_its_broker_follow_a_failover(sentinels):
     store = app.extensions["llm_platform"].store
     transport = celery_config(settings)["broker_transport_options"]
     assert transport["master_name"] == MASTER
+    waiting = app.extensions["llm_platform"].broker._waiting.conf  # embeddings wait on their results there
+    assert waiting.result_backend_transport_options["master_name"] == MASTER
 
     def submit() -> str:
         response = client.post("/v1/jobs", json={"prompt": "queued through sentinel", "max_tokens": 2})

@@ -12,6 +12,8 @@ from typing import Callable, Iterator
 
 from conftest import ROOT, start_worker, stop_process
 from helpers import broker, job_store
+from jobs.presence import live_workers
+from settings import get_settings
 
 HOST = socket.gethostname()
 
@@ -80,6 +82,11 @@ def paused(name: str, queue: str) -> Iterator[None]:
         yield
     finally:
         app.control.add_consumer(queue, destination=[node(name)], reply=True, timeout=5)
+        # Until its next beat lists the queue again, routing takes the tier for down and falls back:
+        # the next test would see that.
+        heartbeat_s = get_settings().worker_heartbeat_s
+        wait_until(lambda: node(name) in live_workers(job_store().redis, queue, heartbeat_s), 30,
+                   f"worker {name} to beat for {queue} again")
 
 
 def started_worker(name: str, log_dir: Path, queue: str, env: dict | None = None,

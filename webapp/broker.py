@@ -56,8 +56,10 @@ class Broker:
         second apart by default (a waiting request would hang ~19 s before its 503); it gives up as fast
         as publishing does, and a consumer that gave up is replaced (`_replace_waiting`)."""
         app = Celery("llm_platform_embeddings", set_as_current=False)
-        app.conf.update(celery_config(self._settings), result_backend_thread_safe=True,
-                        result_backend_transport_options={"retry_policy": PUBLISH_RETRY})
+        config = celery_config(self._settings)
+        # Added to the configured options (with Sentinel, the master's name), not in their place.
+        transport = {**config["result_backend_transport_options"], "retry_policy": PUBLISH_RETRY}
+        app.conf.update(config, result_backend_thread_safe=True, result_backend_transport_options=transport)
         return app
 
     def _replace_waiting(self, failed: Celery) -> None:

@@ -8,7 +8,7 @@ from flask import current_app
 
 from cache.exact import ExactCache
 from engines.provider import served_models
-from jobs import redis_client
+from jobs import settings_client
 from jobs.store import JobStore
 from settings import Settings
 from tenants.service import Tenants
@@ -32,11 +32,11 @@ class WebContext:
     @classmethod
     def build(cls, settings: Settings) -> "WebContext":
         # A web request gives up on Redis within REDIS_TIMEOUT_S: an outage is a 503, not a hang.
-        store = JobStore(redis_client(settings.redis_url, settings.redis_timeout_s, settings.redis_sentinel_master), settings.job_ttl_s)
+        store = JobStore(settings_client(settings, settings.redis_timeout_s), settings.job_ttl_s)
         # A bad engine setting (ENGINE_BACKEND, *_GGUF_TYPE, *_MODEL) stops the app here, with its message.
         models = served_models(settings)
         exact = ExactCache(store.redis, models, settings.exact_cache_ttl_s, settings.exact_cache_max_entries)
-        hub_store = JobStore(redis_client(settings.redis_url, settings.redis_timeout_s, settings.redis_sentinel_master), settings.job_ttl_s)
+        hub_store = JobStore(settings_client(settings, settings.redis_timeout_s), settings.job_ttl_s)
         return cls(settings, store, Broker(settings), exact, models, hub_store, Tenants.build(settings, store.redis))
 
 

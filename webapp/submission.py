@@ -67,12 +67,23 @@ def ensure_replicated(context: WebContext, record: dict) -> None:
     settings = context.settings
     if settings.redis_min_replicas <= 0:
         return
-    if replicated(context.store.redis, settings.redis_min_replicas, settings.redis_replica_wait_ms):
-        return
+    try:
+        if replicated(context.store.redis, settings.redis_min_replicas, settings.redis_replica_wait_ms):
+            return
+    except Exception:  # Redis away while waiting: the caller's 503, and the job stopped as far as it can be
+        _try_to_cancel(context, record)
+        raise
     cancel_job(context.store, record)
-    raise APIError(503, "not_replicated", f"the job did not reach {settings.redis_min_replicas} Redis replica(s) within "
-                   f"{settings.redis_replica_wait_ms} ms and was not accepted; retry",
+    raise APIError(503, "not_replicated", f"the job did not reach {settings.redis_min_replicas} Redis replica(s) "
+                   f"within {settings.redis_replica_wait_ms} ms and was not accepted; retry",
                    headers={"Retry-After": "1"})
+
+
+def _try_to_cancel(context: WebContext, record: dict) -> None:
+    try:
+        cancel_job(context.store, record)
+    except Exception:
+        pass  # the master is away: the job may run, and a retry run it again (at least once)
 
 
 def as_key_runs_it(key: dict, job: dict) -> dict:
