@@ -147,6 +147,10 @@ class Settings:
         for name in ("usage_flush_s", "stream_batch_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name.upper()} must be 0 (off) or above, not {getattr(self, name)}")
+        # WAIT with 0 blocks forever; past the web's Redis timeout the socket gives up first (a 503, every time).
+        if self.redis_min_replicas > 0 and not 0 < self.redis_replica_wait_ms < 1000 * self.redis_timeout_s:
+            raise ValueError(f"REDIS_REPLICA_WAIT_MS must be above 0 and below REDIS_TIMEOUT_S "
+                             f"({1000 * self.redis_timeout_s:g} ms), not {self.redis_replica_wait_ms}")
         if self.visibility_timeout() <= max(self.time_limits().values()):
             raise ValueError(f"VISIBILITY_TIMEOUT_S={self.visibility_timeout()} must exceed the longest time limit "
                              f"{max(self.time_limits().values()):g}s, or running jobs would be delivered twice")

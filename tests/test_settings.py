@@ -169,3 +169,11 @@ def test_waits_and_poll_intervals_must_be_above_zero(name: str, value: str):
     """Zero would make a loop spin: keep-alives, cancel polls, presence beats."""
     with pytest.raises(ValueError, match=f"{name} must be above 0"):
         load_settings({name: value})
+
+
+def test_the_replica_wait_must_end_and_end_before_the_web_gives_up_on_redis():
+    assert load_settings({"REDIS_MIN_REPLICAS": "1"}).redis_replica_wait_ms == 200
+    for wait in ("0", "500", "2000"):  # 0: WAIT blocks forever; 500 ms and up: REDIS_TIMEOUT_S (0.5 s) ends it first
+        with pytest.raises(ValueError, match="REDIS_REPLICA_WAIT_MS"):
+            load_settings({"REDIS_MIN_REPLICAS": "1", "REDIS_REPLICA_WAIT_MS": wait})
+    assert load_settings({"REDIS_REPLICA_WAIT_MS": "0"}).redis_min_replicas == 0, "no wait, nothing to check"
