@@ -43,6 +43,21 @@ def live_workers(client: redis.Redis, queue: str, heartbeat_s: float) -> set[str
     return {name.decode() for name in client.zrangebyscore(_key(queue), since, "+inf")}
 
 
+def live_by_host(client: redis.Redis, queues: Iterable[str], heartbeat_s: float) -> dict[str, dict[str, list[str]]]:
+    """Each queue's live workers grouped by host (the part of `name@host` after the @), in one round trip."""
+    since = time.time() - STALE_AFTER_BEATS * heartbeat_s
+    queues = list(queues)
+    pipe = client.pipeline(transaction=False)
+    for queue in queues:
+        pipe.zrangebyscore(_key(queue), since, "+inf")
+    grouped: dict[str, dict[str, list[str]]] = {}
+    for queue, names in zip(queues, pipe.execute()):
+        hosts = grouped.setdefault(queue, {})
+        for name in sorted(raw.decode() for raw in names):
+            hosts.setdefault(name.rpartition("@")[2] or name, []).append(name)
+    return grouped
+
+
 def live_counts(client: redis.Redis, queues: Iterable[str], heartbeat_s: float) -> dict[str, int]:
     """How many live workers each queue has, in one round trip."""
     since = time.time() - STALE_AFTER_BEATS * heartbeat_s

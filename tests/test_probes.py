@@ -42,11 +42,14 @@ def test_ready_needs_a_live_worker_on_every_queue(no_presence):
     presence.beat(no_presence, "w1@test", {"routing", "small-queue"}, set(), BEAT_S)
     response = client.get("/ready")
     assert response.status_code == 503 and "large-queue" in response.get_json()["error"]["message"]
-    presence.beat(no_presence, "w2@test", {"large-queue"}, set(), BEAT_S)
+    presence.beat(no_presence, "w2@host-b", {"large-queue", "small-queue"}, set(), BEAT_S)
     response = client.get("/ready")
     assert response.status_code == 200
     assert response.get_json() == {"status": "ready", "redis": True,
-                                   "workers": {"routing": 1, "small-queue": 1, "large-queue": 1}}
+                                   "workers": {"routing": 1, "small-queue": 2, "large-queue": 1},
+                                   "hosts": {"routing": {"test": ["w1@test"]},
+                                             "small-queue": {"host-b": ["w2@host-b"], "test": ["w1@test"]},
+                                             "large-queue": {"host-b": ["w2@host-b"]}}}
 
 
 def test_a_worker_that_stops_beating_for_a_queue_drops_out(no_presence):

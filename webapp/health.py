@@ -1,5 +1,5 @@
 """Probes: `GET /health` (liveness: this process answers) and `GET /ready` (readiness: Redis answers,
-every queue has a live worker whose engine is stepping).
+every queue has a live worker whose engine is stepping). `hosts` lists each queue's live workers by host.
 
 Readiness reads worker presence from Redis (jobs.presence), which workers beat every few seconds;
 it never broadcasts to the workers, so a probe costs one Redis round trip however often it runs.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from jobs.presence import live_counts
+from jobs.presence import live_by_host
 from jobs.queues import QUEUES
 from webapp.context import web
 
@@ -24,12 +24,13 @@ def health():
 def ready():
     context = web()
     try:
-        workers = live_counts(context.store.redis, QUEUES, context.settings.worker_heartbeat_s)
+        hosts = live_by_host(context.store.redis, QUEUES, context.settings.worker_heartbeat_s)
     except Exception:
         error = {"code": "service_unavailable", "message": "the queue backend (Redis) is unreachable"}
-        return jsonify({"status": "unavailable", "redis": False, "workers": {}, "error": error}), 503
+        return jsonify({"status": "unavailable", "redis": False, "workers": {}, "hosts": {}, "error": error}), 503
+    workers = {queue: sum(len(names) for names in by_host.values()) for queue, by_host in hosts.items()}
     missing = [queue for queue in QUEUES if not workers[queue]]
-    body = {"status": "ready" if not missing else "not_ready", "redis": True, "workers": workers}
+    body = {"status": "ready" if not missing else "not_ready", "redis": True, "workers": workers, "hosts": hosts}
     if missing:
         body["error"] = {"code": "not_ready",
                          "message": f"no live worker with a stepping engine on {', '.join(missing)}"}

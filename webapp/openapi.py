@@ -83,6 +83,8 @@ class ReadySchema(Schema):
     status = fields.String(required=True, metadata={"enum": ["ready", "not_ready", "unavailable"]})
     redis = fields.Boolean(required=True)
     workers = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+    hosts = fields.Dict(keys=fields.String(), values=fields.Dict(keys=fields.String(), values=fields.List(fields.String())),
+                        required=True, metadata={"description": "each queue's live workers (name@host) by host"})
     error = fields.Nested(ErrorDetailSchema)
 
 
