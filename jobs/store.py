@@ -27,6 +27,12 @@ def stream_key(job_id: str) -> str:
     return f"job:{job_id}:stream"
 
 
+# Jobs handed to the broker whose next delivery has not begun: job id -> when it was handed over. A
+# message can vanish on its way (a Redis broker pops it into a dead worker's connection; a failover loses
+# the last writes), and jobs.transit finds the jobs whose message is nowhere and has them queued again.
+IN_TRANSIT_KEY = "jobs:in_transit"
+
+
 def lua_set(statuses) -> str:
     """A Lua table literal with the statuses as keys (for membership tests in scripts)."""
     return "{" + ",".join(f"{status.value}=true" for status in sorted(statuses, key=lambda s: s.value)) + "}"
@@ -46,11 +52,13 @@ def superseded(fence_arg: int) -> str:
 def _guard_script() -> str:
     """The transition guard in Lua, from the Python table (so the two cannot disagree).
 
-    KEYS: the job hash, its stream. ARGV: TTL, target status ('' keeps the status), stream event
+    KEYS: the job hash, its stream, the in-transit index. ARGV: TTL, target status ('' keeps the status), stream event
     name ('' for none), event data, the writer's delivery number ('' for a writer outside a delivery,
     such as a cancel; 'new' to start a delivery), then field, value pairs. Moving a final job to its
     own status only adds fields it lacks (HSETNX). A write from a delivery older than the job's latest
-    is refused (fencing). Returns 1 when applied (a started delivery: its number), 0 when refused.
+    is refused (fencing). A job leaves the in-transit index when a delivery starts or it ends, and
+    enters it when it is queued again (routing hands it to its tier). Returns 1 when applied (a started
+    delivery: its number), 0 when refused.
     """
     allowed = ",".join(f"{source.value}={lua_set(targets)}" for source, targets in TRANSITIONS.items())
     return f"""
@@ -73,6 +81,11 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 if ARGV[3] ~= '' then
   redis.call('XADD', KEYS[2], '*', 'event', ARGV[3], 'data', ARGV[4])
   redis.call('EXPIRE', KEYS[2], ARGV[1])
+end
+local id = string.sub(KEYS[1], {len(job_key(""))} + 1)
+if ARGV[5] == '{NEW_DELIVERY}' or final[target] then redis.call('ZREM', KEYS[3], id)
+elseif target == '{JobStatus.QUEUED.value}' and current ~= target then
+  redis.call('ZADD', KEYS[3], redis.call('TIME')[1], id)
 end
 if ARGV[5] == '{NEW_DELIVERY}' then return redis.call('HINCRBY', KEYS[1], 'delivery', 1) end
 return 1
@@ -102,16 +115,20 @@ class JobStore:
         self._guard = client.register_script(GUARD)
         self.fenced_append = client.register_script(FENCED_APPEND)  # jobs.streams writes events with it
 
-    def create(self, job_id: str, request: dict, pipe: Optional[Pipeline] = None, **fields: Any) -> dict:
+    def create(self, job_id: str, request: dict, pipe: Optional[Pipeline] = None, in_transit: bool = False,
+               **fields: Any) -> dict:
         """A new record, `queued` unless `fields` say otherwise (a cache hit is born succeeded).
 
-        Given `pipe`, the writes join it and happen when the caller executes it.
+        Given `pipe`, the writes join it and happen when the caller executes it. `in_transit`: the
+        caller sends the job's message next (jobs.transit looks for it if no delivery begins).
         """
         record = {"id": job_id, "status": JobStatus.QUEUED.value, "created_at": time.time(), "request": request,
                   **fields}
         target = self.redis.pipeline() if pipe is None else pipe
         target.hset(job_key(job_id), mapping=_encode(record))
         target.expire(job_key(job_id), self.ttl_s)
+        if in_transit:
+            target.zadd(IN_TRANSIT_KEY, {job_id: record["created_at"]})
         if pipe is None:
             target.execute()
         return record
@@ -145,7 +162,7 @@ class JobStore:
         name, data = event if event else ("", {})
         flat = [part for item in _encode(fields).items() for part in item]
         args = [self.ttl_s, status, name, json.dumps(data) if event else "", "" if fence is None else fence, *flat]
-        return int(self._guard(keys=[job_key(job_id), stream_key(job_id)], args=args))
+        return int(self._guard(keys=[job_key(job_id), stream_key(job_id), IN_TRANSIT_KEY], args=args))
 
     def count_delivery(self, job_id: str, stage: str) -> int:
         """Count one more delivery of the job to `stage` (a task name) and return the total so far."""
@@ -185,7 +202,10 @@ class JobStore:
         return record
 
     def delete(self, job_id: str) -> None:
-        self.redis.delete(job_key(job_id))
+        pipe = self.redis.pipeline()
+        pipe.delete(job_key(job_id))
+        pipe.zrem(IN_TRANSIT_KEY, job_id)
+        pipe.execute()
 
 
 def _encode(fields: dict) -> dict:

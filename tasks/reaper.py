@@ -4,7 +4,8 @@ Each worker process has a `Reaper`. It records the deliveries the process receiv
 Celery's `task_received`) and, on each housekeeping beat (`beat`), marks the process alive, prunes
 what it acknowledged and, when it is the beat's reaper, hands back what dead processes held
 (jobs.holdings). The job then runs again from the start: tasks.delivery counts the delivery and
-fences off the dead one's writes, and readers drop what they had at the new `start`.
+fences off the dead one's writes, and readers drop what they had at the new `start`. The beat's reaper
+also sends again the jobs whose message was lost on its way to a worker (jobs.transit).
 
 Handing back is kombu's `restore_by_tag` (what its visibility timeout does: the message leaves
 `unacked` for the front of its queue, at its priority, marked redelivered), with one change: the
@@ -26,7 +27,8 @@ from celery import Celery
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
-from jobs import holdings
+from jobs import holdings, transit
+from jobs.queues import job_priority
 
 log = logging.getLogger(__name__)
 REDIS_BROKERS = ("redis://", "rediss://", "redis+socket://", "sentinel://")
@@ -75,7 +77,8 @@ class Reaper:
             return 0
         if not holdings.reaper_turn(self.client, self.holder, self.heartbeat_s):
             return 0
-        return sum(self._hand_back(dead) for dead in holdings.dead_holders(self.client))
+        handed_back = sum(self._hand_back(dead) for dead in holdings.dead_holders(self.client))
+        return handed_back + self._send_missing_again()
 
     def leave(self) -> None:
         """A clean stop: kombu put back what this process had not started; it holds nothing now."""
@@ -96,6 +99,24 @@ class Reaper:
             log.warning("worker %s stopped beating; handed back %d of its jobs: %s", dead, len(restored),
                         ", ".join(restored))
         return len(restored)
+
+    def _send_missing_again(self) -> int:
+        """Send again the jobs whose message was missing on this look and on one a beat or more ago; how many."""
+        options = self.app.conf.broker_transport_options
+        confirmed = transit.confirmed_missing(self.client, options, self._unacked_key(), self.heartbeat_s)
+        sent = []
+        for job_id in sorted(confirmed):
+            message = transit.queued_message(self.client, job_id)
+            if message is None:
+                continue
+            name, args, job = message
+            self.app.send_task(name, args=args, task_id=job_id, priority=job_priority(job))
+            transit.sent_again(self.client, job_id)
+            sent.append(job_id)
+        if sent:
+            log.warning("sent again %d jobs whose message was lost on its way to a worker: %s", len(sent),
+                        ", ".join(sent))
+        return len(sent)
 
     def _unacked_key(self) -> str:
         return self.app.conf.broker_transport_options.get("unacked_key", "unacked")

@@ -12,9 +12,9 @@ from kombu.exceptions import OperationalError
 
 from celeryconfig import celery_config
 
-from jobs.queues import (DEFAULT_PRIORITY, EMBED_TASK, QUEUES, ROUTE_TASK, broker_priority, generation_task,
-                         job_priority, queue_depths)
+from jobs.queues import DEFAULT_PRIORITY, EMBED_TASK, QUEUES, broker_priority, job_priority, queue_depths
 from jobs.store import JobStore
+from jobs.transit import message_for
 from settings import Settings
 
 # Publishing must fail fast when Redis is away: the caller gets a 503, not a hang.
@@ -72,7 +72,7 @@ class Broker:
     def submit(self, job_id: str, job: dict, routing: Optional[dict] = None) -> None:
         """Queue the job's routing task, or its tier's generation task when `routing` is already decided;
         the task id is the job id."""
-        name, args = (ROUTE_TASK, [job]) if routing is None else (generation_task(routing["tier"]), [job, routing])
+        name, args = message_for(job, routing)
         self.celery.send_task(name, args=args, task_id=job_id, priority=job_priority(job), retry_policy=PUBLISH_RETRY)
 
     def embed(self, texts: list[str], timeout_s: float, priority: int = DEFAULT_PRIORITY) -> dict:

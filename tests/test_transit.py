@@ -1,0 +1,148 @@
+"""Jobs whose message was lost on its way to a worker are sent again (jobs.transit, tasks.reaper), on the
+test Redis with the platform's own Celery configuration and real kombu messages; no worker runs."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+import uuid
+
+import pytest
+from celery import Celery
+
+from celeryconfig import celery_config
+from helpers import job_store
+from jobs import holdings, transit
+from jobs.queues import ROUTE_TASK, ROUTING_QUEUE, generation_task, redis_lists, tier_queue
+from jobs.status import JobStatus
+from jobs.store import IN_TRANSIT_KEY
+from settings import load_settings
+from tasks.reaper import Reaper
+
+BEAT_S = 0.2
+
+
+@pytest.fixture
+def app():
+    app = Celery("transit-test", set_as_current=False)
+    app.conf.update(celery_config(load_settings({"REDIS_URL": os.environ["REDIS_URL"]}), worker=True))
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def store():
+    store = job_store()
+    store.redis.delete(IN_TRANSIT_KEY, transit.MISSING_KEY)
+    yield store
+    store.redis.delete(IN_TRANSIT_KEY, transit.MISSING_KEY)
+
+
+@pytest.fixture
+def messages(app):
+    """The messages this test leaves in the platform's queues are taken out again (no worker must run them)."""
+    sent: list[str] = []
+    yield sent
+    redis = job_store().redis
+    for queue in (ROUTING_QUEUE, tier_queue("small"), tier_queue("large")):
+        for key in redis_lists(queue, app.conf.broker_transport_options):
+            for raw in redis.lrange(key, 0, -1):
+                if json.loads(raw)["headers"]["id"] in sent:
+                    redis.lrem(key, 0, raw)
+
+
+def queued_job(store, routing: dict | None = None, age_s: float = 60) -> str:
+    """A job recorded as the web app records it, handed over `age_s` ago, whose message went nowhere."""
+    job_id = uuid.uuid4().hex
+    fields = {"routing": routing} if routing else {}
+    store.create(job_id, {"prompt": "where did my message go", "max_tokens": 4, "priority": 7}, in_transit=True,
+                 **fields)
+    store.redis.zadd(IN_TRANSIT_KEY, {job_id: time.time() - age_s})
+    return job_id
+
+
+def waiting(app, queue: str) -> list[dict]:
+    """(task id, task name, args, priority list) of the messages waiting in `queue`."""
+    found = []
+    for key in redis_lists(queue, app.conf.broker_transport_options):
+        for raw in job_store().redis.lrange(key, 0, -1):
+            message = json.loads(raw)
+            args = json.loads(base64.b64decode(message["body"]))[0]
+            found.append((message["headers"]["id"], message["headers"]["task"], args, key))
+    return found
+
+
+def reaper_turn(reaper: Reaper) -> int:
+    """One reaping beat of `reaper` once its own beats have been healthy for a window."""
+    reaper.beat()
+    time.sleep(holdings.DEAD_AFTER_BEATS * BEAT_S)
+    job_store().redis.delete(holdings.REAPER_LOCK_KEY)
+    return reaper.beat()
+
+
+def test_a_job_is_in_transit_from_its_handover_until_a_delivery_starts_or_it_ends(store):
+    in_transit = lambda job_id: store.redis.zscore(IN_TRANSIT_KEY, job_id) is not None
+    job_id = uuid.uuid4().hex
+    store.create(job_id, {"prompt": "p"}, in_transit=True)
+    assert in_transit(job_id), "the web app records the job, then sends its message"
+    assert store.start_delivery(job_id, JobStatus.ROUTING) and not in_transit(job_id)
+    assert store.move(job_id, JobStatus.QUEUED, routing={"tier": "small"}) and in_transit(job_id), \
+        "routing hands it to its tier: a new message on its way"
+    assert store.start_delivery(job_id, JobStatus.GENERATING) and not in_transit(job_id)
+    cancelled = uuid.uuid4().hex
+    store.create(cancelled, {"prompt": "p"}, in_transit=True)
+    assert store.move(cancelled, JobStatus.CANCELLED) and not in_transit(cancelled)
+    deleted = uuid.uuid4().hex
+    store.create(deleted, {"prompt": "p"}, in_transit=True)
+    store.delete(deleted)
+    assert not in_transit(deleted), "a submission that could not be sent leaves nothing behind"
+    recorded_only = uuid.uuid4().hex
+    store.create(recorded_only, {"prompt": "p"})
+    assert not in_transit(recorded_only), "only a record whose message is sent next is in transit"
+
+
+def test_a_job_whose_message_waits_in_its_queue_or_is_taken_is_not_missing(app, store, messages):
+    job_id = queued_job(store)
+    app.send_task(ROUTE_TASK, args=[{"prompt": "p"}], task_id=job_id, priority=2)
+    messages.append(job_id)
+    options, unacked = app.conf.broker_transport_options, "unacked"
+    assert transit.missing(store.redis, options, unacked) == set()
+    with app.connection_for_read() as connection:
+        taken = connection.SimpleQueue(ROUTING_QUEUE).get(timeout=5)  # now only in `unacked`
+        assert job_id not in [message[0] for message in waiting(app, ROUTING_QUEUE)]
+        assert transit.missing(store.redis, options, unacked) == set()
+        taken.ack()
+    assert transit.missing(store.redis, options, unacked) == {job_id}, "acknowledged, yet no delivery began"
+
+
+def test_a_missing_message_is_confirmed_only_on_a_second_look_a_beat_later(app, store):
+    job_id, fresh = queued_job(store), queued_job(store, age_s=0)
+    options = app.conf.broker_transport_options
+    assert transit.confirmed_missing(store.redis, options, "unacked", BEAT_S) == set(), "first look"
+    assert transit.confirmed_missing(store.redis, options, "unacked", BEAT_S) == set(), "too soon after"
+    time.sleep(BEAT_S)
+    assert transit.confirmed_missing(store.redis, options, "unacked", BEAT_S) == {job_id}
+    assert fresh not in transit.missing(store.redis, options, "unacked"), "handed over just now: not overdue"
+
+
+def test_the_reaper_sends_a_lost_message_again_as_the_web_app_and_routing_sent_it(app, store, messages):
+    routed = {"tier": "large", "intent": "code_help", "rule": "matched"}
+    unrouted, queued_for_large = queued_job(store), queued_job(store, routing=routed)
+    started = queued_job(store)
+    store.start_delivery(started, JobStatus.ROUTING)  # a delivery began after all: nothing to send
+    store.redis.zadd(IN_TRANSIT_KEY, {started: time.time() - 60})
+    messages += [unrouted, queued_for_large, started]
+    reaper = Reaper(app, store.redis, "transit@host", BEAT_S)
+    reaper_turn(reaper)  # the first look
+    time.sleep(BEAT_S)
+    store.redis.delete(holdings.REAPER_LOCK_KEY)
+    assert reaper.beat() == 2
+    routing = {m[0]: m for m in waiting(app, ROUTING_QUEUE)}
+    large = {m[0]: m for m in waiting(app, tier_queue("large"))}
+    assert routing[unrouted][1] == ROUTE_TASK and routing[unrouted][2][0]["prompt"] == "where did my message go"
+    assert large[queued_for_large][1] == generation_task("large") and large[queued_for_large][2][1] == routed
+    assert routing[unrouted][3].endswith("\x06\x162"), "at the job's priority (API 7 is kombu's 2)"
+    assert started not in routing and store.redis.zscore(IN_TRANSIT_KEY, started) is None
+    assert store.redis.zscore(IN_TRANSIT_KEY, unrouted) > time.time() - 5, "in transit again, from now"
+    assert reaper.beat() == 0, "sent once: its message is in its queue now"
