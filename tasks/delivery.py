@@ -10,6 +10,9 @@ for a while. A delivery's first move of the job takes the job's next number (`st
 same step, so a delivery that may not run the job takes none) and its later writes carry it
 (`fence(task)`); the job store refuses writes of any earlier delivery, so the job ends once and
 its stream is never mixed.
+
+Redis failing under a running job (a failover, a short outage) does not fail the job: once Redis answers
+again the task is sent again (Celery's retry, a new delivery), up to `OUTAGE_RETRIES` times.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import logging
 import time
 from typing import Optional
 
+import redis
 from celery import Task
 
 from jobs.control import cancel_requested
@@ -24,6 +28,9 @@ from jobs.status import JobStatus
 from tasks.context import worker_context
 
 log = logging.getLogger(__name__)
+REDIS_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError)  # Sentinel's MasterNotFoundError included
+OUTAGE_WAIT_S = 60.0  # how long a task waits for Redis to answer again before it gives the job up
+OUTAGE_RETRIES = 3
 
 
 class DeliveryLimitExceeded(Exception):
@@ -47,13 +54,37 @@ class JobTask(Task):
             raise DeliveryLimitExceeded(
                 f"{self.name} was delivered {deliveries} times (limit {self.app.conf.max_deliveries}); "
                 "each earlier attempt ended with its worker dying")
-        return super().__call__(*args, **kwargs)
+        try:
+            return super().__call__(*args, **kwargs)
+        except REDIS_UNAVAILABLE as exc:
+            raise self._again_after_outage(store.redis, exc)
+
+    def _again_after_outage(self, client: redis.Redis, exc: Exception) -> Exception:
+        """Wait until Redis answers, then send the task again (what the caller raises); when Redis stays
+        away, or after OUTAGE_RETRIES, the error itself, and the job fails as any task failure does."""
+        log.warning("job %s: Redis failed under %s (%s: %s); sending it again once Redis answers",
+                    self.request.id, self.name, type(exc).__name__, exc)
+        deadline = time.monotonic() + OUTAGE_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                client.ping()
+                break
+            except REDIS_UNAVAILABLE:
+                time.sleep(0.5)
+        else:
+            return exc
+        try:
+            return self.retry(exc=exc, countdown=0, max_retries=OUTAGE_RETRIES)
+        except Exception as error:  # noqa: BLE001 - Retry itself, or the error when retries ran out
+            return error
 
 
 def start_stage(task: Task, status: JobStatus, **fields) -> bool:
     """The task's first move of its job (to `status`, with `fields`), which numbers its delivery; False
     when the job may not move (cancelled, ended, or already past this stage)."""
-    delivery = worker_context().store.start_delivery(task.request.id, status, **fields)
+    # `worker` (celery -n name@host) says which host runs the job; the public job view leaves it out.
+    delivery = worker_context().store.start_delivery(task.request.id, status, worker=task.request.hostname,
+                                                     **fields)
     task.request.fence = delivery or None
     return bool(delivery)
 
