@@ -94,13 +94,22 @@ return 1
 
 GUARD = _guard_script()
 
-# KEYS: the job hash, its stream. ARGV: TTL, the writer's delivery number ('' for none), then event, data
-# pairs. Appends the events unless a later delivery of the job has begun; 1 when appended, 0 when refused.
+# KEYS: the job hash, its stream. ARGV: TTL, the writer's delivery number ('' for none), the number of events
+# the writer knows its attempt has in the stream ('' not to check), then event, data pairs. Refused (0) once a
+# later delivery of the job has begun; refused (-1) when the attempt's count in the record (`stream_events`,
+# restarted by each `start`; a job without a record is not checked) is not the writer's: writes were lost (a failover) or landed twice (a retried
+# write). Otherwise appends, counts and returns 1.
 FENCED_APPEND = f"""
 {superseded(2)}
-for i = 3, #ARGV, 2 do
+local recorded = redis.call('EXISTS', KEYS[1]) == 1
+local have = tonumber(redis.call('HGET', KEYS[1], 'stream_events') or '0')
+if recorded and ARGV[4] ~= 'start' and ARGV[3] ~= '' and tonumber(ARGV[3]) ~= have then return -1 end
+for i = 4, #ARGV, 2 do
+  if ARGV[i] == 'start' then have = 0 end
   redis.call('XADD', KEYS[2], '*', 'event', ARGV[i], 'data', ARGV[i + 1])
+  have = have + 1
 end
+if recorded then redis.call('HSET', KEYS[1], 'stream_events', have) end
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 return 1
 """

@@ -35,40 +35,59 @@ def publish(store: JobStore, job_id: str, event: str, data: dict, fence: Optiona
     _append(store, [(job_id, fence, event, json.dumps(data))])
 
 
-def _append(store: JobStore, entries: list[tuple[str, Optional[int], str, str]]) -> None:
+def _append(store: JobStore, entries: list[tuple[str, Optional[int], str, str]],
+            expected: Optional[dict[str, int]] = None) -> set[str]:
     """Append (job id, fence, event, JSON data) entries in one round trip, a script call per job and
-    delivery, in order; each stream expires with its job."""
+    delivery, in order; each stream expires with its job. With `expected` (job id -> events its attempt
+    has in the stream), a job whose count differs is not written: the jobs refused so."""
     groups: dict[tuple[str, Optional[int]], list[str]] = {}
     for job_id, fence, event, data in entries:
         groups.setdefault((job_id, fence), []).extend((event, data))
     pipe = store.redis.pipeline(transaction=False)
     for (job_id, fence), events in groups.items():
+        count = "" if expected is None or job_id not in expected else expected[job_id]
         store.fenced_append(keys=[job_key(job_id), stream_key(job_id)],
-                            args=[store.ttl_s, "" if fence is None else fence, *events], client=pipe)
-    pipe.execute()
+                            args=[store.ttl_s, "" if fence is None else fence, count, *events], client=pipe)
+    return {job_id for (job_id, _), applied in zip(groups, pipe.execute()) if int(applied) == -1}
 
 
 class TokenBatches:
-    """One per worker process: the token events of every job it runs, written together every `interval_s`
+    """One per worker process: the stream events of every job it runs, written together every `interval_s`
     in one Redis round trip, instead of one per token per job.
 
-    A job's first token is written at once (time to first token is not delayed), later ones wait at
-    most `interval_s`. `flush()` writes what is pending now: a task calls it before its job's final
-    event, so a stream's tokens always come before its end. Batches are written one at a time, in
-    the order their events came, so a job's tokens keep their order. `interval_s` 0 writes each at once.
+    A job's `start` and first token are written at once (time to first token is not delayed), later
+    ones wait at most `interval_s`. `flush()` writes what is pending now: a task calls it before its
+    job's final event, so a stream's tokens always come before its end. Batches are written one at a
+    time, in the order their events came, so a job's tokens keep their order. `interval_s` 0 writes
+    each at once.
+
+    Each write says how many events the job's attempt has in the stream so far. A write that failed
+    may have landed after all, and one that succeeded is lost with a Redis master that dies before its
+    replica has it (replication is asynchronous); either way the counts disagree, the write is
+    refused, and the job's attempt is written again from its `start` (readers drop what they have at a
+    `start`): no stream keeps a gap or a token twice. `finish` forgets a job.
     """
+
+    REWRITES = 3  # rounds of writing attempts again within one flush
 
     def __init__(self, store: JobStore, interval_s: float) -> None:
         self.store, self.interval_s = store, interval_s
         self._pending: list[tuple[str, Optional[int], str, str]] = []  # (job id, fence, event, data as JSON)
-        self._lock = threading.Lock()  # guards _pending
+        self._attempts: dict[str, list[tuple[str, Optional[int], str, str]]] = {}  # each job's events since start
+        self._written: dict[str, int] = {}  # each job's events known to be in its stream
+        self._rewrite: set[str] = set()  # jobs whose attempt is written again from its start
+        self._lock = threading.Lock()  # guards the four above
         self._writing = threading.Lock()  # one batch at a time: order across batches
         self._queued = threading.Event()  # set by publish: an idle process's flusher sleeps until then
         self._flusher: Optional[threading.Thread] = None
 
     def publish(self, job_id: str, event: str, data: dict, at_once: bool = False, fence: Optional[int] = None) -> None:
+        entry = (job_id, fence, event, json.dumps(data))
         with self._lock:
-            self._pending.append((job_id, fence, event, json.dumps(data)))
+            if event == "start":
+                self._attempts[job_id] = []
+            self._attempts.setdefault(job_id, []).append(entry)
+            self._pending.append(entry)
             if self._flusher is None and self.interval_s > 0:
                 self._flusher = threading.Thread(target=self._run, name="token-batches", daemon=True)
                 self._flusher.start()
@@ -77,24 +96,58 @@ class TokenBatches:
             self.flush()
 
     def flush(self) -> None:
-        """Write every pending event now (raises what Redis raises)."""
+        """Write every pending event now, and again from its start any attempt whose stream disagrees
+        (raises what Redis raises)."""
         with self._writing:
-            with self._lock:
-                batch, self._pending = self._pending, []
-            if not batch:
-                return
-            try:
-                _append(self.store, batch)
-            except BaseException:
-                with self._lock:  # back in front, in order: the next flush (at the latest the task's own) retries
-                    self._pending[:0] = batch
-                raise
+            for _ in range(self.REWRITES):
+                if not self._write_round():
+                    return
+            log.warning("streams of jobs %s still disagree after %d rewrites", sorted(self._rewrite), self.REWRITES)
+
+    def _write_round(self) -> bool:
+        """One batch; True when some job's attempt must be written again."""
+        with self._lock:
+            rewrite, self._rewrite = self._rewrite, set()
+            batch = [entry for entry in self._pending if entry[0] not in rewrite]
+            batch += [entry for job_id in rewrite for entry in self._attempts.get(job_id, [])]
+            self._pending = []
+            # Only an attempt whose `start` went through here can be checked and written again.
+            expected = {job_id: self._written.get(job_id, 0) for job_id, *_ in batch if self._began(job_id)}
+        if not batch:
+            return False
+        try:
+            refused = _append(self.store, batch, expected)
+        except BaseException:
+            with self._lock:  # back in front, in order: the next flush (at the latest the task's own) retries
+                self._pending[:0] = [entry for entry in batch if entry[0] not in rewrite]
+                self._rewrite |= rewrite
+            raise
+        with self._lock:
+            for job_id in {entry[0] for entry in batch} - refused:
+                self._written[job_id] = _count_after(self._written.get(job_id, 0), batch, job_id)
+            self._rewrite |= {job_id for job_id in refused if self._began(job_id)}
+            return bool(self._rewrite)
+
+    def _began(self, job_id: str) -> bool:
+        attempt = self._attempts.get(job_id)
+        return bool(attempt) and attempt[0][2] == "start"
 
     def discard(self, job_id: str) -> None:
         """Drop the job's pending events: a job whose last write failed moves on (another attempt, another
         tier), and its old tokens written late would land after that attempt's `start`."""
         with self._lock:
             self._pending = [entry for entry in self._pending if entry[0] != job_id]
+            self._forget(job_id)
+
+    def finish(self, job_id: str) -> None:
+        """The job's attempt ended (its events are written, its final comes next): nothing to write again."""
+        with self._lock:
+            self._forget(job_id)
+
+    def _forget(self, job_id: str) -> None:
+        self._attempts.pop(job_id, None)
+        self._written.pop(job_id, None)
+        self._rewrite.discard(job_id)
 
     def _run(self) -> None:
         while True:
@@ -106,6 +159,13 @@ class TokenBatches:
             except Exception:  # kept for the next batch; the task's own flush raises if Redis stays away
                 log.warning("could not write a batch of token events; it waits for the next", exc_info=True)
                 self._queued.set()
+
+
+def _count_after(written: int, batch: list[tuple[str, Optional[int], str, str]], job_id: str) -> int:
+    """The job's events in its stream after `batch` was appended: a `start` begins the count again."""
+    for _, _, event, _ in (entry for entry in batch if entry[0] == job_id):
+        written = 1 if event == "start" else written + 1
+    return written
 
 
 def final_from_record(record: dict) -> dict:

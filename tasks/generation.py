@@ -46,7 +46,8 @@ def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing:
         raise EngineStalled(f"the {tier} engine has not stepped for {engine.stalled_for():.0f}s")
     request = generation_request(job)
     # A redelivered task starts over: readers drop the text they had before a `start`.
-    publish(store, job_id, "start", {"tier": tier, "model": engine.model_id, "routing": routing}, delivery)
+    context.tokens.publish(job_id, "start", {"tier": tier, "model": engine.model_id, "routing": routing},
+                           at_once=True, fence=delivery)
     answers, first_token_at, streamed = Answers(request), None, False
     deadline = started + task.soft_time_limit if task.soft_time_limit else None
     try:
@@ -62,8 +63,10 @@ def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing:
                 watch.tokens = answers.tokens
     except BaseException:
         _flush_tokens(context, job_id, quiet=True)  # the failure that ended generation (EngineStalled) counts
+        context.tokens.finish(job_id)
         raise
     _flush_tokens(context, job_id)  # every token is in the stream before the job moves on or ends
+    context.tokens.finish(job_id)
     tokens = answers.tokens
     if watch.reason == "superseded":  # a later delivery runs the job: it answers and bills, not this one
         log.warning("job %s: delivery %s stopped, a later delivery runs the job", job_id, delivery)

@@ -1,6 +1,7 @@
 """Token events written in batches (jobs.streams.TokenBatches), on the test Redis."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -9,8 +10,9 @@ import pytest
 import redis
 
 from helpers import job_store
-from jobs.store import JobStore, stream_key
-from jobs.streams import TokenBatches, read_after
+from jobs.status import JobStatus
+from jobs.store import JobStore, job_key, stream_key
+from jobs.streams import TokenBatches, _append, read_after
 
 
 def texts(job_id: str) -> list[str]:
@@ -93,3 +95,55 @@ def test_discard_drops_only_that_jobs_pending_tokens():
     batches.discard(dropped)
     batches.flush()
     assert (texts(dropped), texts(kept)) == ([], ["x"])
+
+
+def _attempt(batches: TokenBatches) -> tuple[str, int]:
+    """A recorded running job whose attempt began through `batches` with "a" and "b" written."""
+    store, job_id = job_store(), uuid.uuid4().hex
+    store.create(job_id, {"prompt": "p"})
+    fence = store.start_delivery(job_id, JobStatus.GENERATING)
+    batches.publish(job_id, "start", {"tier": "small"}, at_once=True, fence=fence)
+    for text in ("a", "b"):
+        batches.publish(job_id, "token", {"text": text}, fence=fence)
+        batches.flush()
+    return job_id, fence
+
+
+def text_after_last_start(job_id: str) -> str:
+    """What a reader that keeps the stream's contract (drop the text at each `start`) ends up with."""
+    text = ""
+    for event in read_after(job_store(), job_id, "0"):
+        text = "" if event.event == "start" else text + event.data["text"]
+    return text
+
+
+def test_a_stream_that_lost_its_last_write_in_a_failover_is_written_again_from_its_start():
+    batches = TokenBatches(job_store(), interval_s=30)
+    job_id, fence = _attempt(batches)
+    client = job_store().redis
+    last_id = client.xrevrange(stream_key(job_id), count=1)[0][0]
+    client.xdel(stream_key(job_id), last_id)  # what the promoted replica never got: "b" and its count
+    client.hset(job_key(job_id), "stream_events", 2)
+    batches.publish(job_id, "token", {"text": "c"}, fence=fence)
+    batches.flush()
+    assert text_after_last_start(job_id) == "abc", "no gap: the attempt was written again from its start"
+    assert [event.event for event in read_after(job_store(), job_id, "0")].count("start") == 2
+    assert int(client.hget(job_key(job_id), "stream_events")) == 4
+
+
+def test_a_write_that_landed_although_it_failed_is_not_read_twice():
+    batches = TokenBatches(job_store(), interval_s=30)
+    job_id, fence = _attempt(batches)
+    append = [(job_id, fence, "token", json.dumps({"text": "c"}))]
+    _append(job_store(), append)  # the write landed, its reply was lost: the worker sends it again
+    batches.publish(job_id, "token", {"text": "c"}, fence=fence)
+    batches.flush()
+    assert text_after_last_start(job_id) == "abc"
+
+
+def test_writes_that_agree_with_the_stream_are_never_written_again():
+    batches = TokenBatches(job_store(), interval_s=30)
+    job_id, _ = _attempt(batches)
+    assert [event.event for event in read_after(job_store(), job_id, "0")] == ["start", "token", "token"]
+    batches.finish(job_id)
+    assert text_after_last_start(job_id) == "ab"
