@@ -12,7 +12,7 @@ same step, so a delivery that may not run the job takes none) and its later writ
 its stream is never mixed.
 
 Redis failing under a running job (a failover, a short outage) does not fail the job: once Redis answers
-again the task is sent again (Celery's retry, a new delivery), up to `OUTAGE_RETRIES` times.
+again the task is sent again (a new delivery, within the delivery cap).
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from typing import Optional
 
 import redis
 from celery import Task
+from celery.exceptions import Ignore
 
 from jobs.control import cancel_requested
 from jobs.status import JobStatus
@@ -30,7 +31,6 @@ from tasks.context import worker_context
 log = logging.getLogger(__name__)
 REDIS_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError)  # Sentinel's MasterNotFoundError included
 OUTAGE_WAIT_S = 60.0  # how long a task waits for Redis to answer again before it gives the job up
-OUTAGE_RETRIES = 3
 
 
 class DeliveryLimitExceeded(Exception):
@@ -60,23 +60,29 @@ class JobTask(Task):
             raise self._again_after_outage(store.redis, exc)
 
     def _again_after_outage(self, client: redis.Redis, exc: Exception) -> Exception:
-        """Wait until Redis answers, then send the task again (what the caller raises); when Redis stays
-        away, or after OUTAGE_RETRIES, the error itself, and the job fails as any task failure does."""
+        """Once Redis answers and takes the message, send the task again as a new delivery and return
+        Ignore (this delivery ends, acknowledged); when Redis stays away, the error itself, and the job
+        fails as any task failure does. The delivery cap (MAX_DELIVERIES) bounds the rounds."""
         log.warning("job %s: Redis failed under %s (%s: %s); sending it again once Redis answers",
                     self.request.id, self.name, type(exc).__name__, exc)
         deadline = time.monotonic() + OUTAGE_WAIT_S
         while time.monotonic() < deadline:
             try:
                 client.ping()
-                break
-            except REDIS_UNAVAILABLE:
+                self._send_again()
+                return Ignore()
+            except Exception as error:  # noqa: BLE001 - Redis, or a broker connection still being rebuilt
+                log.info("job %s: not sent again yet (%s: %s)", self.request.id, type(error).__name__, error)
                 time.sleep(0.5)
-        else:
-            return exc
-        try:
-            return self.retry(exc=exc, countdown=0, max_retries=OUTAGE_RETRIES)
-        except Exception as error:  # noqa: BLE001 - Retry itself, or the error when retries ran out
-            return error
+        return exc
+
+    def _send_again(self) -> None:
+        # A connection of its own: the worker's pooled producer may still hold the channel that failed
+        # (Celery's own retry then gives up on the message).
+        priority = (self.request.delivery_info or {}).get("priority")
+        with self.app.connection_for_write() as connection:
+            self.app.send_task(self.name, args=self.request.args, kwargs=self.request.kwargs, task_id=self.request.id,
+                               priority=priority, connection=connection)
 
 
 def start_stage(task: Task, status: JobStatus, **fields) -> bool:
