@@ -25,7 +25,7 @@ export STATSD_ADMIN_PORT ?= 8126
 export STATSD_PREFIX ?= llm
 NODE_STAMP := node_modules/.installed
 
-.PHONY: install node-deps models browser prometheus run test test-fast stats clean blas llamacpp loadtest bench
+.PHONY: install node-deps models browser prometheus run test test-fast stats clean blas llamacpp loadtest bench cluster
 
 $(STAMP): requirements.txt requirements-models.txt requirements-test.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -117,6 +117,11 @@ loadtest: install
 ## Benchmark each tier's engine alone, llama.cpp's llama-server (built once per machine, ~10 min; mlx_lm.server
 ## with MLX) and the platform on the same weights (~7 min); starts its own servers on BENCH_PORT (8870) and
 ## BENCH_LLAMA_PORT (8873) or BENCH_MLX_PORT (8871); results into reports/.
+## The platform on several hosts (network namespaces; root): a small host lost, one added, Redis failed over,
+## the large host drained, under load. One JSON line of figures and reports/cluster-*.png (docs/deploy.md).
+cluster: models
+	$(PY) -m loadtest.cluster $(CLUSTER_ARGS)
+
 bench: models
 	@deploy/ensure-redis.sh
 	$(PY) -m bench $(BENCH_ARGS)

@@ -31,14 +31,20 @@ def failed(data: str) -> bool:
 
 def sse_events(lines: Iterable[Optional[str]]) -> Iterator[tuple[str, str]]:
     """(event name, data) pairs of a Server-Sent Events stream; unnamed events are "message"."""
-    event, data = "message", []
+    for event, data, _ in sse_entries(lines):
+        yield event, data
+
+
+def sse_entries(lines: Iterable[Optional[str]]) -> Iterator[tuple[str, str, Optional[str]]]:
+    """(event name, data, id) of each event; the id is what a reconnecting client sends as Last-Event-ID."""
+    event, data, entry_id = "message", [], None
     for line in lines:
         if line is None:
             continue
         if line == "":
             if data:
-                yield event, "\n".join(data)
-            event, data = "message", []
+                yield event, "\n".join(data), entry_id
+            event, data, entry_id = "message", [], None
         elif line.startswith(":"):
             continue  # a comment / keep-alive
         else:
@@ -48,5 +54,7 @@ def sse_events(lines: Iterable[Optional[str]]) -> Iterator[tuple[str, str]]:
                 event = value
             elif field == "data":
                 data.append(value)
+            elif field == "id":
+                entry_id = value
     if data:
-        yield event, "\n".join(data)
+        yield event, "\n".join(data), entry_id

@@ -1,0 +1,1 @@
+"""The platform on several hosts (network namespaces) under failures: `make cluster`."""
