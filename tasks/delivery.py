@@ -25,6 +25,7 @@ from celery import Task
 from celery.exceptions import Ignore
 
 from jobs.control import cancel_requested
+from jobs.sentinel import replicated
 from jobs.status import JobStatus
 from tasks.context import worker_context
 
@@ -83,6 +84,20 @@ class JobTask(Task):
         with self.app.connection_for_write() as connection:
             self.app.send_task(self.name, args=self.request.args, kwargs=self.request.kwargs, task_id=self.request.id,
                                priority=priority, connection=connection)
+
+
+def settle(task: Task) -> None:
+    """With REDIS_MIN_REPLICAS, wait (up to REDIS_REPLICA_WAIT_MS) until replicas hold every write of the
+    job so far: its end, or its hand-over to its tier, must not be lost with a master that dies before
+    Celery acknowledges the message (the job would then wait for the visibility timeout). A Redis error
+    here is an outage like any other (the task is sent again); no replica in time is only logged."""
+    context = worker_context()
+    settings = context.settings
+    if settings.redis_min_replicas <= 0:
+        return
+    if not replicated(context.store.redis, settings.redis_min_replicas, settings.redis_replica_wait_ms):
+        log.warning("job %s: no %d replica(s) acknowledged its writes within %d ms", task.request.id,
+                    settings.redis_min_replicas, settings.redis_replica_wait_ms)
 
 
 def start_stage(task: Task, status: JobStatus, **fields) -> bool:

@@ -12,10 +12,9 @@ from engines.base import Engine, EngineStalled
 from engines.provider import get_engine
 from jobs.queues import generation_task, job_priority
 from jobs.status import JobStatus
-from jobs.streams import publish
 from tasks.answer import Answers, generation_request
 from tasks.context import WorkerContext, worker_context
-from tasks.delivery import fence, start_stage
+from tasks.delivery import fence, settle, start_stage
 from tasks.fallback import after_failure
 from tasks.watch import GenerationWatch
 
@@ -29,7 +28,7 @@ def run_generation(task: Task, tier: str, job: dict, routing: dict) -> Optional[
     when the tier's engine has stalled, it moves to the other tier (tasks.fallback) or fails.
     """
     context = worker_context()
-    store, job_id, started = context.store, task.request.id, time.time()
+    started = time.time()
     if not start_stage(task, JobStatus.GENERATING, generation_started_at=started, tokens_so_far=0):
         return None  # cancelled, or already finished by an earlier delivery
     engine = get_engine(tier)
@@ -99,6 +98,7 @@ def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing:
         return result
     final = ("final", {"id": job_id, "status": JobStatus.SUCCEEDED.value, **result})
     if store.move(job_id, JobStatus.SUCCEEDED, event=final, fence=delivery, result=result, finished_at=finished):
+        settle(task)
         context.meter.record_job(job.get("key_id"), tier, result)
         _remember_answer(context, job_id, job, result)
     return result
