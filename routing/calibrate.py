@@ -1,10 +1,14 @@
-"""Fit the router to labelled prompts: `python -m routing.calibrate --data FILE [--holdout FILE]`.
+"""Fit the router to labelled prompts: `python -m routing.calibrate --data FILE [--holdout FILE] [--feedback]`.
 
 Measures every scoring (centroid, max, topk similarity, and logistic regression over the
 MiniLM embeddings trained on the routes file's utterances plus the labelled prompts),
 fits each one's thresholds for the best accuracy with large-tier recall at or above the
 target, keeps the best, writes it to the parameters file the router loads, and reports
 before and after on the held-out prompts (`--holdout`, else a deterministic 40% of --data).
+
+`--feedback` also learns from the feedback users gave on jobs (SQL, `DATABASE_URL`), turned into
+labelled rows (routing.feedback) that train the classifier; thresholds stay fitted on --data. Without
+--data it refits the bundled dev file, held out on the bundled test file.
 """
 from __future__ import annotations
 
@@ -17,8 +21,10 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
+from sqlalchemy.exc import SQLAlchemyError
 
 from routing.evaluate import metrics
+from routing.feedback import assign_intents, drop_prompts, feedback_rows, read_feedback, without_intents
 from routing.intents import RouteTable, load_route_table
 from routing.labelled import load_labelled, split_dev_test
 from routing.live import configured_files
@@ -26,6 +32,7 @@ from routing.params import RouterParams, build_router, write_params
 from routing.router import SIMILARITY_SCORINGS, LinearClassifier, Router, routed_large
 from settings import get_settings
 
+DATA_DIR = Path(__file__).resolve().parent / "data"
 MIN_LARGE_RECALL = 0.95
 LOGREG_C = (1.0, 4.0, 16.0)
 FOLDS = 5
@@ -90,11 +97,18 @@ def _tier_metrics(routed_large_: np.ndarray, is_large: np.ndarray) -> tuple[floa
 
 
 class _Fitter:
-    """Holds the dev prompts' embeddings and labels while candidates are fitted."""
+    """Holds the dev prompts' embeddings and labels while candidates are fitted.
+
+    `extra` rows (feedback, each with an intent) are more training examples for the classifier, in every
+    fold; thresholds are fitted on the dev prompts alone.
+    """
 
     def __init__(self, table: RouteTable, encode: Callable, dev: list[dict], dev_vectors: np.ndarray,
-                 min_large_recall: float) -> None:
+                 min_large_recall: float, extra: Sequence[dict] = (),
+                 extra_vectors: Optional[np.ndarray] = None) -> None:
         self.table, self.encode, self.dev, self.dev_vectors = table, encode, dev, dev_vectors
+        self.extra = list(extra)
+        self.extra_vectors = extra_vectors if extra_vectors is not None else dev_vectors[:0]
         self.min_large_recall = min_large_recall
         self.names = [intent.name for intent in table.intents]
         self.large_intents = np.array([intent.tier == "large" for intent in table.intents])
@@ -127,13 +141,15 @@ class _Fitter:
         return self.candidate(f"logreg C={c:g}", "logreg", out_of_fold[:, columns], final)
 
     def _classifier(self, c: float, rows: np.ndarray) -> LinearClassifier:
-        """Multinomial logistic regression on every utterance plus the given dev rows."""
+        """Multinomial logistic regression on every utterance plus the given dev rows (and the extra rows)."""
         from sklearn.linear_model import LogisticRegression
 
         intents = self.table.intents
         # per intent, as the similarity scorings ask for them, so the memoised encoder has them already
-        x = np.concatenate([self.encode(list(i.utterances)) for i in intents] + [self.dev_vectors[rows.astype(int)]])
-        y = [i.name for i in intents for _ in i.utterances] + [self.dev[r]["intent"] for r in rows]
+        x = np.concatenate([self.encode(list(i.utterances)) for i in intents] + [self.dev_vectors[rows.astype(int)],
+                                                                                 self.extra_vectors])
+        y = ([i.name for i in intents for _ in i.utterances] + [self.dev[r]["intent"] for r in rows]
+             + [row["intent"] for row in self.extra])
         model = LogisticRegression(C=c, max_iter=5000).fit(x, y)
         return LinearClassifier(tuple(str(c_) for c_ in model.classes_), model.coef_.astype(np.float32),
                                 model.intercept_.astype(np.float32))
@@ -152,12 +168,32 @@ def holdout_report(router: Router, rows: list[dict], vectors: np.ndarray) -> dic
 
 
 def calibrate(table: RouteTable, dev: list[dict], holdout: list[dict], encode: Callable[[Sequence[str]], np.ndarray],
-              before: Optional[Router], min_large_recall: float = MIN_LARGE_RECALL) -> dict:
-    """Fit every candidate on `dev`, choose one, and measure before/after on `holdout`."""
+              before: Optional[Router], min_large_recall: float = MIN_LARGE_RECALL, feedback: Sequence[dict] = (),
+              feedback_intents: bool = True) -> dict:
+    """Fit every candidate on `dev` (and the `feedback` rows, routing.feedback), choose one, and measure
+    before/after on `holdout`.
+
+    Feedback rows without an intent get one of their tier's intents, scored by `before` (the routes
+    file's similarity when there is none; routing.feedback.assign_intents), and train the classifier;
+    thresholds and the choice of candidate stay fitted on `dev`: feedback is a sample of complaints,
+    not of traffic, and must not set the trade-off between the tiers. `feedback_intents=False` keeps
+    tier labels only: the rows then join `dev` and move nothing but the thresholds. Feedback on a
+    held-out prompt is left out.
+    """
     check_intents(table, dev + holdout)
-    vectors = encode([row["prompt"] for row in dev + holdout])
-    dev_vectors, holdout_vectors = vectors[:len(dev)], vectors[len(dev):]
-    fitter = _Fitter(table, encode, dev, dev_vectors, min_large_recall)
+    rows, dropped = drop_prompts(list(feedback), [row["prompt"] for row in holdout])
+    vectors = encode([row["prompt"] for row in dev + holdout + rows])
+    dev_vectors, holdout_vectors = vectors[:len(dev)], vectors[len(dev):len(dev) + len(holdout)]
+    feedback_vectors = vectors[len(dev) + len(holdout):]
+    extra, extra_vectors = [], None
+    if rows and feedback_intents:
+        scorer = before if before is not None else Router(table, encode)
+        rows = assign_intents(rows, table, scorer.score_matrix(feedback_vectors))
+        extra, extra_vectors = rows, feedback_vectors
+    elif rows:
+        rows = without_intents(rows)
+        dev, dev_vectors = dev + rows, np.concatenate([dev_vectors, feedback_vectors])
+    fitter = _Fitter(table, encode, dev, dev_vectors, min_large_recall, extra, extra_vectors)
     candidates = [fitter.similarity(s) for s in SIMILARITY_SCORINGS] + [fitter.logreg(c) for c in LOGREG_C]
     chosen = choose(candidates, min_large_recall)
     after = build_router(table, chosen.params, encode)
@@ -166,7 +202,22 @@ def calibrate(table: RouteTable, dev: list[dict], holdout: list[dict], encode: C
         "candidates": [c.summary() for c in candidates],
         "before": holdout_report(before, holdout, holdout_vectors) if before is not None and holdout else None,
         "after": holdout_report(after, holdout, holdout_vectors) if holdout else None,
+        "feedback": _feedback_report(rows, dropped, feedback_vectors, before, after, feedback_intents)
+        if feedback else None,
     }
+
+
+def _feedback_report(rows: list[dict], dropped: int, vectors: np.ndarray, before: Optional[Router], after: Router,
+                     intents: bool) -> dict:
+    """How the feedback rows were used, and how often each router gives them their labelled tier (these
+    rows were fitted on: a sanity check, not a measurement)."""
+    report = {"rows": len(rows), "dropped_held_out": dropped, "intents": intents,
+              "large": sum(row["tier"] == "large" for row in rows)}
+    for name, router in (("before", before), ("after", after)):
+        if router is not None and rows:
+            right = [router.decide(vector).tier == row["tier"] for vector, row in zip(vectors, rows)]
+            report[f"accuracy_{name}"] = round(float(np.mean(right)), 4)
+    return report
 
 
 def check_intents(table: RouteTable, rows: list[dict]) -> None:
@@ -195,6 +246,13 @@ def format_result(result: dict, source: str, n_dev: int, n_holdout: int, target:
     for c in result["candidates"]:
         lines.append(f"{c['name']:<16}{c['accuracy']:>9.3f}{c['large_recall']:>10.3f}{c['small_recall']:>10.3f}"
                      f"  {c['small_threshold']:.3f} / {c['large_threshold']:.3f}")
+    if result.get("feedback"):
+        fb = result["feedback"]
+        lines += ["", f"feedback: {fb['rows']} labelled rows ({fb['large']} large), "
+                      f"{'with intents for the classifier' if fb['intents'] else 'tier labels only'}; "
+                      f"{fb['dropped_held_out']} on held-out prompts left out",
+                  f"feedback rows routed to their tier before / after (fitted on, not held out): "
+                  f"{_fmt(fb.get('accuracy_before'))} / {_fmt(fb.get('accuracy_after'))}"]
     lines += ["", f"chosen: {result['chosen'].name}", "",
               f"{'held-out':<16}{'before':>8}{'after':>8}"]
     for key in ("accuracy", "large_recall", "small_recall", "small_share", "intent_accuracy"):
@@ -210,8 +268,16 @@ def _fmt(value: Optional[float]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m routing.calibrate", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True, help="labelled JSON lines to fit on")
-    parser.add_argument("--holdout", default=None, help="labelled JSON lines to report on (default: 40%% of --data)")
+    parser.add_argument("--data", default=None, help="labelled JSON lines to fit on (required without --feedback, "
+                                                    "which defaults it to routing/data/dev.jsonl)")
+    parser.add_argument("--holdout", default=None, help="labelled JSON lines to report on (default: 40%% of --data; "
+                                                       "with --feedback and no --data, routing/data/test.jsonl)")
+    parser.add_argument("--feedback", action="store_true",
+                        help="also fit on the feedback on jobs in the SQL database (DATABASE_URL)")
+    parser.add_argument("--feedback-since", default=None, metavar="YYYY-MM-DD",
+                        help="only feedback given (or last replaced) on or after this day (UTC)")
+    parser.add_argument("--feedback-tiers-only", action="store_true",
+                        help="feedback gives tier labels only (thresholds), no intents for the classifier")
     routes, params = configured_files(get_settings())
     parser.add_argument("--routes", default=str(routes), help="routes file (default: ROUTES_FILE or the bundled one)")
     parser.add_argument("--out", default=str(params), help="parameters file to write (default: ROUTING_PARAMS_FILE "
@@ -219,6 +285,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--min-large-recall", type=float, default=MIN_LARGE_RECALL)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = parser.parse_args(argv)
+    if args.data is None:
+        if not args.feedback:
+            parser.error("--data is required (or --feedback, to refit the bundled labelled data plus feedback)")
+        args.data, args.holdout = str(DATA_DIR / "dev.jsonl"), args.holdout or str(DATA_DIR / "test.jsonl")
 
     from routing.embedder import Embedder
     from routing.live import load_router
@@ -233,20 +303,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             (dev, holdout), source = split_dev_test(rows), f"deterministic 60/40 split of {args.data}"
         check_intents(table, dev + holdout)
+        feedback, used = [], None
+        if args.feedback:
+            feedback, used = feedback_rows(read_feedback(get_settings().database(), args.feedback_since), table)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        print(f"error: could not read feedback from the database: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     try:
         before = load_router(routes_file, out, encode)
     except ValueError as exc:
         print(f"warning: no 'before': {exc}", file=sys.stderr)
         before = None
-    result = calibrate(table, dev, holdout, encode, before, args.min_large_recall)
+    if args.feedback and not feedback:
+        print(f"warning: no usable feedback in the database ({used}); fitting the labelled data alone",
+              file=sys.stderr)
+    result = calibrate(table, dev, holdout, encode, before, args.min_large_recall, feedback,
+                       not args.feedback_tiers_only)
     chosen = result["chosen"]
     fit = {"fitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "data": args.data,
            "holdout": args.holdout or "split of data", "n_dev": len(dev), "n_holdout": len(holdout),
            "min_large_recall": args.min_large_recall, "chosen": chosen.name, "candidates": result["candidates"],
            "holdout_before": result["before"], "holdout_after": result["after"]}
+    if args.feedback:
+        fit["feedback"] = {**used, **(result["feedback"] or {}), "since": args.feedback_since}
     write_params(replace(chosen.params, fit=fit), out)
     if args.json:
         print(json.dumps({**fit, "out": str(out)}))

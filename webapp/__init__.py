@@ -40,15 +40,15 @@ def create_app(settings: Optional[Settings] = None, test_config: Optional[dict] 
     app.extensions[EXTENSION] = WebContext.build(settings)
     app.json.sort_keys = False
 
-    from webapp import (apikeys, cli, dashboard, embeddings, health, jobs, openai_api, openapi, playground, ratelimit,
-                        recent, stream, usage)
+    from webapp import (apikeys, cli, dashboard, embeddings, feedback, health, jobs, openai_api, openapi, playground,
+                        ratelimit, recent, stream, usage)
 
     apikeys.init_app(app)  # before the limiter: it counts per key
-    # Every route that queues a job shares one budget; every route that reads or cancels, another.
-    ratelimit.init_app(app, settings, submissions=(jobs.bp, openai_api.bp, embeddings.bp),
+    # Every route that queues a job (and feedback on one) shares one budget; every route that reads or cancels, another.
+    ratelimit.init_app(app, settings, submissions=(jobs.bp, openai_api.bp, embeddings.bp, feedback.bp),
                        reads=(jobs.bp, stream.bp, recent.bp, openai_api.bp, usage.bp, dashboard.bp))
     for blueprint in (jobs.bp, health.bp, stream.bp, recent.bp, usage.bp, openai_api.bp, embeddings.bp, playground.bp,
-                      openapi.bp, dashboard.bp):
+                      openapi.bp, dashboard.bp, feedback.bp):
         app.register_blueprint(blueprint)
     cli.init_app(app)
     app.before_request(mark_request_start)  # every request's deadlines count from its start

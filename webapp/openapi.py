@@ -11,7 +11,7 @@ from settings import Settings
 from webapp.context import web
 from webapp import embeddings
 from webapp.openai_schemas import ChatCompletionRequestSchema, CompletionRequestSchema
-from webapp.schemas import JobRequestSchema, live_limits
+from webapp.schemas import FeedbackRequestSchema, JobRequestSchema, live_limits
 
 bp = Blueprint("openapi", __name__)
 
@@ -70,6 +70,23 @@ class UsageSchema(Schema):
         "description": "day, requests, prompt_tokens, completion_tokens, cache_hits, jobs_small, jobs_large"})
 
 
+class FeedbackSchema(Schema):
+    """`POST /v1/jobs/<id>/feedback`: the feedback as kept (the prompt is kept too, not shown)."""
+
+    job_id = fields.String(required=True)
+    rating = fields.String(required=True, metadata={"enum": ["up", "down"]})
+    tier_wanted = fields.String(allow_none=True, metadata={"enum": ["small", "large"]})
+    comment = fields.String(allow_none=True)
+    routed_tier = fields.String(allow_none=True)
+    routed_intent = fields.String(allow_none=True)
+    routed_score = fields.Float(allow_none=True)
+    routed_rule = fields.String(allow_none=True)
+    answered_tier = fields.String(allow_none=True)
+    created_at = fields.Float(required=True, metadata={"description": "seconds since the epoch"})
+    updated_at = fields.Float(required=True, metadata={"description": "seconds since the epoch"})
+    replaced = fields.Boolean(required=True, metadata={"description": "true: it replaced the job's earlier feedback"})
+
+
 class HealthSchema(Schema):
     """`GET /health`: 200 whenever the process answers (liveness)."""
 
@@ -108,7 +125,8 @@ def build_spec(settings: Settings) -> dict:
                    plugins=[MarshmallowPlugin()])
     for name, schema in (("JobRequest", JobRequestSchema), ("Error", ErrorSchema), ("JobView", JobViewSchema),
                          ("GenerateResponse", GenerateResponseSchema), ("Usage", UsageSchema), ("Health", HealthSchema),
-                         ("Ready", ReadySchema)):
+                         ("Ready", ReadySchema), ("FeedbackRequest", FeedbackRequestSchema),
+                         ("Feedback", FeedbackSchema)):
         spec.components.schema(name, schema=schema)
     secured = {}
     if settings.api_keys_required:
@@ -122,6 +140,11 @@ def build_spec(settings: Settings) -> dict:
                 "responses": {**_ok(200, "JobView", "the job"), **_errors(401, 404, 503)}},
         "delete": {"summary": "Cancel a job", **secured,
                    "responses": {**_ok(200, "JobView", "cancelled"), **_errors(401, 404, 409, 503)}}})
+    spec.path("/v1/jobs/{job_id}/feedback", parameters=[JOB_ID], operations={"post": {
+        "summary": "Rate a succeeded job's answer; a second rating replaces the first", **secured,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": "FeedbackRequest"}}},
+        "responses": {**_ok(201, "Feedback", "recorded"), **_ok(200, "Feedback", "replaced the earlier feedback"),
+                      **_errors(400, 401, 404, 409, 413, 415, 429, 503)}}})
     spec.path("/generate", operations={"post": {
         "summary": "Queue a job and wait for its answer", "requestBody": JOB_BODY, **secured,
         "responses": {**_ok(200, "GenerateResponse", "the answer"), **_errors(*SUBMIT_ERRORS, 502, 504)}}})

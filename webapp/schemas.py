@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Iterable, Optional
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates, validates_schema
 
 from jobs.queues import DEFAULT_PRIORITY
 from settings import Settings, get_settings
@@ -16,7 +16,8 @@ from webapp.sampling import (DEFAULT_MAX_TOKENS, MAX_N, MAX_TOP_LOGPROBS, SAMPLI
                              SamplingFields, logprobs_field, sampling_job_fields)
 from webapp.tokens import prompt_tokens
 
-__all__ = ["JobRequestSchema", "LimitedSchema", "StrictBoolean", "StrictFloat", "StrictInteger", "live_limits"]
+__all__ = ["FeedbackRequestSchema", "JobRequestSchema", "LimitedSchema", "StrictBoolean", "StrictFloat",
+           "StrictInteger", "live_limits"]
 
 
 class LimitedSchema(Schema):
@@ -87,3 +88,34 @@ class JobRequestSchema(LimitedSchema, SamplingFields):
     @validates("max_tokens")
     def max_tokens_within_limit(self, value: int, **_) -> None:
         self.check_max_tokens(value)
+
+
+FEEDBACK_COMMENT_MAX_CHARS = 500
+
+
+class FeedbackRequestSchema(Schema):
+    """Body of `POST /v1/jobs/<id>/feedback`: a rating of the job's answer and, with `down`, the tier
+    that should have answered."""
+
+    class Meta:
+        unknown = RAISE
+
+    rating = fields.String(required=True, validate=validate.OneOf(["up", "down"]))
+    tier = fields.String(validate=validate.OneOf(["small", "large"]), metadata={
+        "description": "with rating `down`: the tier that should have answered"})
+    comment = fields.String(validate=validate.Length(max=FEEDBACK_COMMENT_MAX_CHARS))
+
+    @validates("comment")
+    def comment_is_text(self, value: str, **_) -> None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # JSON can carry lone surrogates, which are no text
+            raise ValidationError("Comment must be valid Unicode text.") from None
+        if "\x00" in value:
+            raise ValidationError("Comment must not contain NUL characters.")
+
+    @validates_schema
+    def tier_goes_with_down(self, data: dict, **_) -> None:
+        if data.get("tier") is not None and data.get("rating") == "up":
+            raise ValidationError("An `up` rating confirms the tier that answered; send `tier` only with `down`.",
+                                  "tier")
