@@ -8,7 +8,9 @@ import numpy as np
 
 from cache.keys import wants_embedding
 from jobs.queues import TIERS
+from routing import signals
 from routing.intents import RouteTable
+from routing.language import detect_lang
 
 SIMILARITY_SCORINGS = ("centroid", "max", "topk")
 SCORINGS = (*SIMILARITY_SCORINGS, "logreg")
@@ -22,8 +24,9 @@ class RoutingDecision:
     tier: str
     score: float
     threshold: float
-    rule: str  # matched | fallback | forced
+    rule: str  # matched | fallback | forced, or a text rule (RULES): code_task | depth_request | short_...
     top: list[list]  # [[intent, score], ...] best first
+    language: str = ""  # ISO 639-1 code of the prompt's language (routing.language.detect_lang); "" if unknown
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -31,10 +34,28 @@ class RoutingDecision:
 
 UNCLASSIFIED = "unclassified"  # the intent of a prompt sent to a forced tier without being embedded
 
+# Rules that set the tier from the prompt's text when the embedding is not to be trusted (routing.signals):
+# intent, score and threshold stay the embedding's, so a decision shows what the rule overrode.
+CODE_TASK = "code_task"  # a programming task (signature + docstring, "implement this function"...): small -> large
+DEPTH_REQUEST = "depth_request"  # asks outright for a worked answer ("step by step", "in detail"): small -> large
+SHORT_FOREIGN = "short_foreign"  # short non-English chat the English model cannot place: large -> small
+SHORT_FALLBACK = "short_fallback"  # short chat whose best (not passing) intent is small-tier: large -> small
+RULES = (CODE_TASK, DEPTH_REQUEST, SHORT_FOREIGN, SHORT_FALLBACK)
+SHORT_WORDS = 12  # at most this many words (routing.signals.profile) for SHORT_FOREIGN and SHORT_FALLBACK
+READABLE_LATIN_SHARE = 0.5  # below this share of Latin letters the model reads nothing of the prompt
+# No score exceeds 1 (cosine, probability): an intent whose threshold is above it is switched off, and
+# the rules respect that (no SHORT_* rule when every small-tier intent is off, nor one that trusts an off intent).
+MAX_SCORE = 1.0
 
-def forced_decision(tier: str) -> RoutingDecision:
+
+def prompt_language(prompt: Optional[str]) -> str:
+    """The ISO 639-1 code of a prompt's language, from its start; "" for no prompt."""
+    return detect_lang(prompt[:signals.SCAN_CHARS]) if prompt else ""
+
+
+def forced_decision(tier: str, prompt: Optional[str] = None) -> RoutingDecision:
     """The decision for a forced tier when nothing needs the prompt's embedding: no intent is scored."""
-    return RoutingDecision(UNCLASSIFIED, tier, 0.0, 0.0, "forced", [])
+    return RoutingDecision(UNCLASSIFIED, tier, 0.0, 0.0, "forced", [], prompt_language(prompt))
 
 
 def decision_without_embedding(job: dict, semantic_cache_entries: int) -> Optional[RoutingDecision]:
@@ -42,7 +63,8 @@ def decision_without_embedding(job: dict, semantic_cache_entries: int) -> Option
     cache (of `semantic_cache_entries`) neither looks up nor stores. Such a job needs no routing worker."""
     tier = job.get("tier")
     if tier in TIERS and not wants_embedding(job, semantic_cache_entries):
-        return forced_decision(tier)
+        prompt = job.get("prompt")
+        return forced_decision(tier, prompt if isinstance(prompt, str) else None)
     return None
 
 
@@ -68,11 +90,14 @@ class Router:
     Scores are cosine similarities to the intent's utterances (`centroid`, `max`, or
     `topk`: mean of the k most similar) or, for `logreg`, the probabilities of a fitted
     classifier. `python -m routing.calibrate` measures them all and writes the winner
-    and its thresholds to the parameters file.
+    and its thresholds to the parameters file. When the prompt's text is known (`route`,
+    or `decide(..., prompt=)`), the text rules (RULES) may then change the tier, and the
+    decision carries the prompt's language; `rules=False` leaves the embedding alone.
     """
 
     def __init__(self, table: RouteTable, encode: Callable[[Sequence[str]], np.ndarray],
-                 scoring: str = "topk", k: int = 3, classifier: Optional[LinearClassifier] = None) -> None:
+                 scoring: str = "topk", k: int = 3, classifier: Optional[LinearClassifier] = None,
+                 rules: bool = True) -> None:
         if scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {SCORINGS}")
         self.table = table
@@ -87,6 +112,8 @@ class Router:
                 raise ValueError("scoring 'logreg' needs a classifier fitted on exactly the route table's intents")
             self._columns = [classifier.classes.index(name) for name in self.names]
         self.classifier = classifier
+        self.rules = rules
+        self._small_enabled = any(i.tier == "small" and i.threshold <= MAX_SCORE for i in table.intents)
         if scoring in SIMILARITY_SCORINGS:
             self._utterances = [encode(list(intent.utterances)) for intent in table.intents]
             self._centroids = np.stack([_unit(m.mean(axis=0)) for m in self._utterances])
@@ -106,8 +133,10 @@ class Router:
         """Scores of one unit-length embedding for each intent, in table order."""
         return self.score_matrix(embedding[None, :])[0]
 
-    def decide(self, embedding: np.ndarray, forced_tier: Optional[str] = None) -> RoutingDecision:
-        """The winning intent is the best-scoring one that passes its own threshold."""
+    def decide(self, embedding: np.ndarray, forced_tier: Optional[str] = None,
+               prompt: Optional[str] = None) -> RoutingDecision:
+        """The winning intent is the best-scoring one that passes its own threshold; then, given the
+        prompt, a text rule may change the tier (`text_rule`)."""
         scores = self.scores(embedding)
         order = np.argsort(-scores)
         top = [[self.names[i], round(float(scores[i]), 4)] for i in order[:3]]
@@ -120,12 +149,56 @@ class Router:
             tier, rule = intent.tier, "matched"
         else:
             tier, rule = self.table.default_tier, "fallback"
-        return RoutingDecision(intent.name, tier, round(float(scores[chosen]), 4), intent.threshold, rule, top)
+        language = prompt_language(prompt)
+        if prompt is not None and self.rules and rule != "forced":
+            best = self.table.intents[int(order[0])]
+            override = text_rule(prompt, language, tier, rule, best.tier, best.threshold <= MAX_SCORE,
+                                 self._small_enabled)
+            tier, rule = override or (tier, rule)
+        return RoutingDecision(intent.name, tier, round(float(scores[chosen]), 4), intent.threshold, rule, top,
+                               language)
 
     def route(self, prompt: str, forced_tier: Optional[str] = None) -> tuple[RoutingDecision, np.ndarray]:
         """Embed once and decide; the embedding is returned for reuse (semantic cache)."""
         embedding = self.encode([prompt])[0]
-        return self.decide(embedding, forced_tier), embedding
+        return self.decide(embedding, forced_tier, prompt), embedding
+
+
+def text_rule(prompt: str, language: str, tier: str, rule: str, best_tier: str = "large", best_enabled: bool = True,
+              small_enabled: bool = True) -> Optional[tuple[str, str]]:
+    """(tier, rule) when a text rule overrides the embedding's `tier` (reached by `rule`), else None.
+
+    `best_tier` is the tier of the best-scoring intent (passing or not), `best_enabled` whether that
+    intent can pass at all (threshold <= MAX_SCORE), `small_enabled` whether some small-tier intent can.
+
+    - CODE_TASK: a small-tier decision for a prompt that asks for a piece of software to be written
+      (routing.signals.code_task) goes large: a question about code is small, writing a function is not.
+    - DEPTH_REQUEST: so does one for a prompt that asks outright for a worked answer
+      (routing.signals.depth_request: "step by step", "in detail", "show your work", "trade-offs").
+    - SHORT_FOREIGN: a large-tier decision for a non-English prompt goes small when the prompt is short
+      (at most SHORT_WORDS words), asks for no large-tier work (routing.signals.asks_for_work: code,
+      math, words asking to write, explain, plan or solve) and either no intent passed its threshold or
+      the prompt is in a script the English model cannot read (under READABLE_LATIN_SHARE Latin
+      letters), where what the embedding says is noise.
+    - SHORT_FALLBACK: so does an English one on which no intent passed but the best-scoring one is
+      small-tier (and switched on): a short chat line the model half-recognises, not a task.
+    Neither SHORT_* rule fires when every small-tier intent is switched off (thresholds above MAX_SCORE).
+    """
+    if tier == "small":
+        if signals.code_task(prompt):
+            return "large", CODE_TASK
+        return ("large", DEPTH_REQUEST) if signals.depth_request(prompt) else None
+    foreign = language not in ("en", "")
+    if not small_enabled or (rule != "fallback" and not foreign):
+        return None
+    if rule == "fallback" and not foreign and not (best_tier == "small" and best_enabled):
+        return None
+    words, latin_share = signals.profile(prompt)
+    if words > SHORT_WORDS or (rule != "fallback" and latin_share >= READABLE_LATIN_SHARE):
+        return None
+    if signals.asks_for_work(prompt):
+        return None
+    return "small", SHORT_FOREIGN if foreign else SHORT_FALLBACK
 
 
 def winners(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

@@ -9,11 +9,11 @@ from routing.embedder import Embedder
 from routing.intents import load_route_table, routes_path
 from routing.live import load_router
 from routing.params import params_path
-from routing.router import UNCLASSIFIED
+from routing.router import RULES, UNCLASSIFIED
 
 pytestmark = pytest.mark.usefixtures("workers")
 
-EXPLANATION_FIELDS = {"intent", "tier", "score", "threshold", "rule", "top"}
+EXPLANATION_FIELDS = {"intent", "tier", "score", "threshold", "rule", "top", "language"}
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def assert_explains(routing: dict) -> None:
     assert set(routing) == EXPLANATION_FIELDS
     intents = {i.name: i for i in load_route_table().intents}
     assert routing["intent"] in intents
-    assert routing["rule"] in ("matched", "fallback", "forced")
+    assert routing["rule"] in ("matched", "fallback", "forced", *RULES)
     assert len(routing["top"]) == 3
     assert all(name in intents and isinstance(score, float) for name, score in routing["top"])
     scores = [score for _, score in routing["top"]]
@@ -89,7 +89,7 @@ def test_a_forced_tier_that_bypasses_the_cache_is_not_embedded(client):
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
     assert body["routing"] == {"intent": UNCLASSIFIED, "tier": "small", "score": 0.0, "threshold": 0.0,
-                               "rule": "forced", "top": []}
+                               "rule": "forced", "top": [], "language": "en"}
     assert body["tier"] == "small" and body["cached"] is False
     assert job_store().redis.get(semantic_cache()._pending_key(body["id"])) is None, "no embedding was parked"
     assert set(job_store().deliveries(body["id"])) == {generation_task("small")}, "only the tier's task ran"

@@ -40,7 +40,7 @@ class JobViewSchema(Schema):
     created_at = fields.String(required=True, metadata={"format": "date-time"})
     finished_at = fields.String(metadata={"format": "date-time"})
     tier = fields.String()
-    routing = fields.Dict(metadata={"description": "intent, tier, score, rule; `fallback` when it moved tier"})
+    routing = fields.Dict(metadata={"description": "intent, tier, score, threshold, rule, top, language; `fallback` when it moved tier"})
     result = fields.Dict(metadata={"description": "response, model_used, tier, tokens, timings, `fallback`"})
     error = fields.Dict()
     links = fields.Dict()
