@@ -38,7 +38,7 @@ class Plan:
 
 
 FULL = Plan(clients=10, load_before_s=20, between_s=15, prepare_per_host=True)
-SHORT = Plan(clients=5, load_before_s=8, between_s=6, prepare_per_host=False)
+SHORT = Plan(clients=5, load_before_s=5, between_s=3, prepare_per_host=False)
 
 
 def remove_stale_runs() -> None:
