@@ -86,6 +86,13 @@ class Settings:
     cancel_poll_s: float = 0.2
     worker_heartbeat_s: float = 2.0
     tier_fallback: bool = True
+    # Escalation (tasks.escalation): a weak small answer of a routed job runs again on large
+    escalation: bool = False
+    escalation_intents: str = "*"  # comma-separated intents where it is armed; * (or empty): every intent
+    escalation_mean_logprob: float = -9999.0  # weak: mean token log-probability below this (-9999: off)
+    escalation_min_logprob: float = -9999.0  # weak: a token's log-probability below this (-9999: off)
+    escalation_low_floor: float = -2.0  # the floor of ESCALATION_LOW_SHARE
+    escalation_low_share: float = 0.0787  # weak: more than this share of tokens below the floor (1.0: off)
     # Engines and models
     engine_backend: str = "auto"
     engine_max_batch: int = 8
@@ -147,6 +154,11 @@ class Settings:
         for name in ("usage_flush_s", "stream_batch_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name.upper()} must be 0 (off) or above, not {getattr(self, name)}")
+        if not 0.0 <= self.escalation_low_share <= 1.0:
+            raise ValueError(f"ESCALATION_LOW_SHARE must be within 0..1, not {self.escalation_low_share}")
+        for name in ("escalation_mean_logprob", "escalation_min_logprob", "escalation_low_floor"):
+            if not -9999.0 <= getattr(self, name) <= 0.0:
+                raise ValueError(f"{name.upper()} must be a log-probability within -9999..0, not {getattr(self, name)}")
         # WAIT with 0 blocks forever; past the web's Redis timeout the socket gives up first (a 503, every time).
         if self.redis_min_replicas > 0 and not 0 < self.redis_replica_wait_ms < 1000 * self.redis_timeout_s:
             raise ValueError(f"REDIS_REPLICA_WAIT_MS must be above 0 and below REDIS_TIMEOUT_S "

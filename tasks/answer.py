@@ -34,9 +34,12 @@ class Answer:
 class Answers:
     """Gathers the chunks of a job's answers; says what each chunk publishes on the job's stream."""
 
-    def __init__(self, request: GenerationRequest) -> None:
+    def __init__(self, request: GenerationRequest, publish_logprobs: bool = True) -> None:
         self.answers = [Answer() for _ in range(request.n)]
         self.prompt_tokens = 0
+        # False: the engine computes log-probabilities the job did not ask for (escalation reads them):
+        # they are kept here, not published.
+        self.publish_logprobs = publish_logprobs
 
     def add(self, chunk: GenerationChunk) -> Optional[dict]:
         """Take a chunk; the `token` event to publish for it, or None when it carries nothing to show."""
@@ -47,13 +50,14 @@ class Answers:
         self.prompt_tokens = chunk.prompt_tokens
         if chunk.logprob is not None:
             answer.logprobs.append(chunk.logprob)
-        if not chunk.text and chunk.logprob is None:
+        logprob = chunk.logprob if self.publish_logprobs else None
+        if not chunk.text and logprob is None:
             return None
         event: dict = {"text": chunk.text}
         if len(self.answers) > 1:
             event["index"] = chunk.index
-        if chunk.logprob is not None:
-            event["logprobs"] = [chunk.logprob]
+        if logprob is not None:
+            event["logprobs"] = [logprob]
         return event
 
     @property

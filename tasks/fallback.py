@@ -2,6 +2,9 @@
 
 Only routed jobs fall back; a job whose caller forced a tier stays on it. The routing record of a
 job that fell back carries `fallback: {from, to, reason}`, and so does its result.
+
+Escalation (tasks.escalation) moves a job the same way, with reason `weak_answer`: its routing also
+carries `escalation` (the small answer's figures), and ESCALATION, not TIER_FALLBACK, switches it.
 """
 from __future__ import annotations
 
@@ -37,3 +40,11 @@ def after_failure(settings: Settings, routing: dict, reason: str) -> Optional[di
     """The routing for a second try on the other tier after `reason` (timeout, engine_stalled), or None
     when the job may not fall back (again)."""
     return _moved(routing, reason) if _may_fall_back(settings, routing) else None
+
+
+def escalated(routing: dict, reason: str, details: dict) -> Optional[dict]:
+    """The routing for the large tier after the small answer was judged weak (`reason`), with `escalation`
+    ({from, reason, **details}); None for a job that may not move (forced, or moved once already)."""
+    if routing.get("rule") == "forced" or "fallback" in routing or routing.get("tier") != "small":
+        return None
+    return {**_moved(routing, reason), "escalation": {"from": routing["tier"], "reason": reason, **details}}

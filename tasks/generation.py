@@ -9,13 +9,15 @@ from celery import Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 from engines.base import Engine, EngineStalled
+from engines.confidence import AnswerStats, EscalationRule
 from engines.provider import get_engine
 from jobs.queues import generation_task, job_priority
 from jobs.status import JobStatus
 from tasks.answer import Answers, generation_request
 from tasks.context import WorkerContext, worker_context
 from tasks.delivery import fence, settle, start_stage
-from tasks.fallback import after_failure
+from tasks.escalation import WEAK_ANSWER
+from tasks.fallback import after_failure, escalated
 from tasks.watch import GenerationWatch
 
 log = logging.getLogger(__name__)
@@ -44,10 +46,15 @@ def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing:
     if engine.stalled():  # jobs still queued for a wedged engine move on at once
         raise EngineStalled(f"the {tier} engine has not stepped for {engine.stalled_for():.0f}s")
     request = generation_request(job)
+    asked_logprobs = request.logprobs is not None
+    # An armed job's small answer is judged by its tokens' log-probabilities (tasks.escalation).
+    judged = bool(routing.get("escalate")) and tier == "small" and "fallback" not in routing
+    if judged and not asked_logprobs:
+        request.logprobs = 0
     # A redelivered task starts over: readers drop the text they had before a `start`.
     context.tokens.publish(job_id, "start", {"tier": tier, "model": engine.model_id, "routing": routing},
                            at_once=True, fence=delivery)
-    answers, first_token_at, streamed = Answers(request), None, False
+    answers, first_token_at, streamed = Answers(request, publish_logprobs=asked_logprobs), None, False
     deadline = started + task.soft_time_limit if task.soft_time_limit else None
     try:
         with GenerationWatch(store, job_id, request.cancel, context.settings.cancel_poll_s, deadline,
@@ -76,8 +83,9 @@ def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing:
         _fall_back(context, task, tier, job, routing, "timeout", SoftTimeLimitExceeded(
             f"the {tier} tier did not finish within {task.soft_time_limit:g}s"))
     finished = time.time()
+    verdict = _judge(context, task, tier, job, routing, answers, started, finished) if judged else None
     result = {
-        **answers.result_fields(with_logprobs=request.logprobs is not None),
+        **answers.result_fields(with_logprobs=asked_logprobs),
         "model_used": engine.model_id,
         "tier": tier,
         "queue": (task.request.delivery_info or {}).get("routing_key"),
@@ -89,6 +97,12 @@ def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing:
     }
     if "fallback" in routing:
         result["fallback"] = routing["fallback"]
+    if "escalation" in routing:
+        result["escalated"], result["escalation"] = True, routing["escalation"]
+    elif judged:
+        result["escalated"] = False
+        if verdict is not None:
+            result["escalation"] = {**verdict.as_dict(), "weak": False}
     if answers.cancelled:
         result["tokens_after_cancel"] = tokens - (watch.tokens_at_cancel or 0)
         # What came before the cancel; billed, since the tokens were generated all the same (once: by
@@ -122,15 +136,43 @@ def _remember_answer(context: WorkerContext, job_id: str, job: dict, result: dic
         log.exception("could not cache the answer of job %s", job_id)
 
 
+def _judge(context: WorkerContext, task: Task, tier: str, job: dict, routing: dict, answers: Answers,
+           started: float, finished: float) -> Optional[AnswerStats]:
+    """The small answer's figures; a weak answer (tasks.escalation) moves the job to the large tier instead
+    (the small tier's tokens are billed first, as work done). None: nothing to judge (no token)."""
+    if answers.cancelled:
+        return None
+    rule = EscalationRule.from_settings(context.settings)
+    stats = rule.stats(entry["logprob"] for entry in answers.answers[0].logprobs)
+    if not rule.weak(stats):
+        return stats
+    details = {**stats.as_dict(), "small_tokens": answers.tokens, "small_prompt_tokens": answers.prompt_tokens,
+               "small_latency_ms": round((finished - started) * 1000, 1), "small_model": get_engine(tier).model_id}
+    moved = escalated(routing, WEAK_ANSWER, details)
+    if moved is None:
+        return stats
+    context.meter.record(job.get("key_id"), prompt_tokens=answers.prompt_tokens, completion_tokens=answers.tokens)
+    _move(context, task, tier, job, moved, f"weak answer (mean log-probability {stats.mean_logprob:.3f}, "
+                                           f"minimum {stats.min_logprob:.3f}, low share {stats.low_share:.2f})",
+          logging.INFO)  # routine, not a fault
+    return stats  # not reached: _move raises
+
+
 def _fall_back(context: WorkerContext, task: Task, tier: str, job: dict, routing: dict, reason: str,
                failure: Exception) -> None:
     """Hand the job to the other tier (same job id), or fail it with `failure` when it may not fall back."""
     moved = after_failure(context.settings, routing, reason)
     if moved is None:
         raise failure
+    _move(context, task, tier, job, moved, failure)
+
+
+def _move(context: WorkerContext, task: Task, tier: str, job: dict, moved: dict, why: object,
+          level: int = logging.WARNING) -> None:
+    """Queue the job again on `moved`'s tier (same job id), replacing this task."""
     if not context.store.move(task.request.id, JobStatus.QUEUED, fence=fence(task), routing=moved):
         raise Ignore()  # a later delivery runs the job (or it ended): no second task for it
-    log.warning("job %s falls back from the %s tier: %s", task.request.id, tier, failure)
+    log.log(level, "job %s moves from the %s tier to %s: %s", task.request.id, tier, moved["tier"], why)
     target = task.app.tasks[generation_task(moved["tier"])]
     raise task.replace(target.s(job, moved).set(priority=job_priority(job)))
 

@@ -12,6 +12,7 @@ from jobs.status import JobStatus
 from routing.router import decision_without_embedding
 from tasks.context import worker_context
 from tasks.delivery import JobTask, fence, settle, start_stage
+from tasks.escalation import arm
 from tasks.fallback import with_live_tier
 
 
@@ -29,6 +30,7 @@ def route(self, job: dict) -> Optional[dict]:
         forced = job["tier"] if job.get("tier") in TIERS else None
         decision, embedding = context.router().route(job["prompt"], forced_tier=forced)
     routing = with_live_tier(context.settings, store.redis, decision.as_dict())
+    routing = arm(context.settings, job, routing)  # `escalate`: whether a weak small answer moves to large
     if not store.move(self.request.id, JobStatus.QUEUED, fence=fence(self), routing=routing, routed_at=time.time()):
         return None
     cached = context.semantic_cache.answer(self.request.id, job, routing, embedding, fence(self))

@@ -87,7 +87,7 @@ def test_openapi_document_follows_the_schemas_and_limits():
     assert set(request["properties"]) == {"prompt", "max_tokens", "temperature", "tier", "priority", "cache", "n",
                                           "logprobs", "top_p", "top_k", "min_p", "presence_penalty",
                                           "frequency_penalty", "repetition_penalty", "seed", "stop",
-                                          "response_format"}
+                                          "response_format", "escalate"}
     assert request["required"] == ["prompt"] and request["additionalProperties"] is False
     assert request["properties"]["priority"]["minimum"] == 0 and request["properties"]["priority"]["maximum"] == 9
     assert request["properties"]["max_tokens"]["maximum"] == 64

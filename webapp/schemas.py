@@ -70,11 +70,15 @@ class JobRequestSchema(LimitedSchema, SamplingFields):
                       metadata={"description": "answers to generate; the result lists them in `choices`"})
     logprobs = StrictInteger(allow_none=True, validate=validate.Range(0, MAX_TOP_LOGPROBS), metadata={
         "description": "return each token's log-probability with this many alternatives (0-5)"})
+    escalate = StrictBoolean(metadata={"description": "false: a weak small-tier answer is not re-run on the large "
+                                                      "tier (escalation, where ESCALATION arms it)"})
 
     @post_load
     def as_job(self, data: dict, **_) -> dict:
         """The job to queue: the prompt and its settings, sampling fields only where they change something."""
-        job = {k: v for k, v in data.items() if k not in SAMPLING_INPUTS and k not in ("n", "logprobs")}
+        job = {k: v for k, v in data.items() if k not in SAMPLING_INPUTS and k not in ("n", "logprobs", "escalate")}
+        if data.get("escalate") is False:  # true is the default: the job carries the field only to opt out
+            job["escalate"] = False
         if data["n"] > 1:
             job["n"] = data["n"]
         return {**job, **sampling_job_fields(data), **logprobs_field(data.get("logprobs"))}
