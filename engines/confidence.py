@@ -8,6 +8,8 @@ from typing import Iterable, Optional
 
 from settings import Settings
 
+WEAK_ANSWER = "weak_answer"  # the reason a job moved on for (routing["fallback"]["reason"])
+
 OFF_MIN_LOGPROB = -9999.0  # engines clamp a log-probability here (engines.logprobs): a minimum never below it
 
 

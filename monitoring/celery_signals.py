@@ -15,6 +15,7 @@ from typing import Callable, Mapping, Optional
 from celery import states
 from celery.signals import before_task_publish, task_failure, task_postrun, task_prerun, task_retry, worker_ready
 
+from engines.confidence import WEAK_ANSWER
 from jobs.control import cancel_requested
 from jobs.queues import ROUTE_TASK, TIERS, generation_task
 from jobs.store import JobStore
@@ -113,6 +114,8 @@ def _generation_replaced(job_id: str, tier: str) -> None:
     moved = ((_worker["job_store"]().get(job_id) or {}).get("routing") or {}).get("fallback")
     if moved and moved.get("from") == tier:
         prometheus.fallback(moved["from"], moved["to"], moved["reason"])
+        if moved["reason"] == WEAK_ANSWER:
+            prometheus.escalation(moved["from"], moved["to"])
 
 
 def _ended_without_result(job_id: str, tier: Optional[str]) -> None:

@@ -86,7 +86,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("llm_fallbacks_total", "counter", ("from_tier", "to_tier", "reason"),
            "Jobs moved to the other tier, by reason."),
     Family("llm_escalations_total", "counter", ("from_tier", "to_tier"),
-           "Jobs escalated to a larger tier (none yet: declared for dashboards and alerts)."),
+           "Jobs whose weak small answer was run again on the large tier (escalation)."),
     Family("llm_redeliveries_total", "counter", ("queue",), "Task deliveries beyond the first."),
     Family("llm_workers_live", "gauge", ("queue",), "Live workers consuming a queue (worker presence).",
            scraped=True),
@@ -200,6 +200,10 @@ def routing_decision(intent: str, tier: str) -> None:
 
 def fallback(from_tier: str, to_tier: str, reason: str) -> None:
     _metric("llm_fallbacks_total").labels(_tier(from_tier), _tier(to_tier), str(reason)).inc()
+
+
+def escalation(from_tier: str, to_tier: str) -> None:
+    _metric("llm_escalations_total").labels(_tier(from_tier), _tier(to_tier)).inc()
 
 
 def redelivery(queue: str) -> None:

@@ -16,7 +16,6 @@ from typing import Optional
 
 from settings import Settings
 
-WEAK_ANSWER = "weak_answer"
 
 
 def parse_intents(raw: str) -> Optional[frozenset[str]]:

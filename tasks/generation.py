@@ -9,14 +9,13 @@ from celery import Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 from engines.base import Engine, EngineStalled
-from engines.confidence import AnswerStats, EscalationRule
+from engines.confidence import WEAK_ANSWER, AnswerStats, EscalationRule
 from engines.provider import get_engine
 from jobs.queues import generation_task, job_priority
 from jobs.status import JobStatus
 from tasks.answer import Answers, generation_request
 from tasks.context import WorkerContext, worker_context
 from tasks.delivery import fence, settle, start_stage
-from tasks.escalation import WEAK_ANSWER
 from tasks.fallback import after_failure, escalated
 from tasks.watch import GenerationWatch
 

@@ -9,10 +9,11 @@ from marshmallow import ValidationError
 
 from engines.base import GenerationChunk, GenerationRequest
 from settings import Settings, load_settings
-from tasks.answer import Answers
 from engines.confidence import EscalationRule, answer_stats
+from tasks.answer import Answers
 from tasks.escalation import arm, armed, parse_intents
 from tasks.fallback import escalated
+from webapp.openai_format import job_from_chat
 from webapp.schemas import JobRequestSchema
 
 ROUTED_SMALL = {"intent": "casual", "tier": "small", "score": 0.8, "threshold": 0.3, "rule": "matched", "top": []}
@@ -130,6 +131,27 @@ def test_escalate_is_a_strict_boolean_in_the_job_request():
         with pytest.raises(ValidationError) as error:
             schema.load({"prompt": "hi", "escalate": bad})
         assert "escalate" in error.value.messages
+
+
+def test_an_openai_stream_escalates_only_when_it_asks():
+    chat = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    assert "escalate" not in job_from_chat(chat, "auto"), "a plain request leaves it to the settings"
+    assert job_from_chat({**chat, "stream": True}, "auto")["escalate"] is False, "its text cannot be taken back"
+    assert "escalate" not in job_from_chat({**chat, "stream": True, "escalate": True}, "auto")
+    assert job_from_chat({**chat, "escalate": False}, "auto")["escalate"] is False
+
+
+def test_an_escalation_is_counted():
+    from monitoring import prometheus
+
+    def count() -> float:
+        value = prometheus.recorded().registry.get_sample_value(
+            "llm_escalations_total", {"from_tier": "small", "to_tier": "large"})
+        return value or 0.0
+
+    before = count()
+    prometheus.escalation("small", "large")
+    assert count() == before + 1
 
 
 # Real workers (slow): a routing and a small worker of the test's own with a rule every answer fails.

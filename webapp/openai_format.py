@@ -13,12 +13,17 @@ DEFAULT_COMPLETION_MAX_TOKENS = 16  # legacy completions: OpenAI's default
 
 def _common_job(body: dict, tier: str, max_tokens: int) -> dict:
     """The fields chat and completion jobs share: budget, temperature (0 when not given: reproducible
-    and cacheable), tier, sampling, `n`."""
+    and cacheable), tier, sampling, `n`, escalation."""
     temperature = body.get("temperature")
     job = {"max_tokens": max_tokens, "temperature": 0.0 if temperature is None else temperature, "tier": tier,
            **sampling_job_fields(body)}
     if (body.get("n") or 1) > 1:
         job["n"] = body["n"]
+    # An OpenAI stream cannot take text back: escalating after small text went out would end it with
+    # `job_restarted`, so a stream escalates only when the caller asks for it.
+    escalate = body.get("escalate")
+    if escalate is False or escalate is None and body.get("stream"):
+        job["escalate"] = False
     return job
 
 

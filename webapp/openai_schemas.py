@@ -57,6 +57,9 @@ class OpenAIRequestSchema(LimitedSchema, SamplingFields):
     n = StrictInteger(allow_none=True, validate=validate.Range(1, MAX_N))
     stream = StrictBoolean(load_default=False)
     stream_options = fields.Nested(StreamOptionsSchema, allow_none=True)
+    escalate = StrictBoolean(allow_none=True, metadata={
+        "description": "not OpenAI's: false never re-runs a weak small answer on large; a stream escalates "
+                       "only when this is true (its text cannot be taken back)"})
     user = fields.String(allow_none=True)
     logit_bias = fields.Dict(allow_none=True, validate=validate.Length(max=0, error="logit_bias is not supported."),
                              metadata={"description": "accepted only empty (clients send {})"})
