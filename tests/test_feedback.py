@@ -11,11 +11,13 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import update
 
 from helpers import app_with, job_store, new_api_key, tenants
 from jobs.recent import PROMPT_PREVIEW_CHARS
 from tenants.database import database_engine, upgrade
 from tenants.feedback import FeedbackStore, routing_fields
+from tenants.schema import job_feedback
 
 ROUTING = {"intent": "factual", "tier": "small", "score": 0.8696, "threshold": 0.3428, "rule": "matched",
            "top": [["factual", 0.8696], ["deep_explanation", 0.035]]}
@@ -177,6 +179,20 @@ def test_an_exact_cache_hit_keeps_the_whole_prompt_from_the_cache_entry(client):
     job_store().redis.delete(entry_key)  # the entry expired: only a start of the prompt is left
     error = _error(client.post(f"/v1/jobs/{job_id}/feedback", json={"rating": "up"}), 409, "conflict")
     assert "prompt" in error["message"]
+
+
+def test_an_operator_prunes_old_feedback_with_its_prompts(client):
+    old, recent = _job(prompt="an old prompt"), _job(prompt="a recent prompt")
+    for job_id in (old, recent):
+        assert client.post(f"/v1/jobs/{job_id}/feedback", json={"rating": "up"}).status_code == 201
+    with feedback_store().engine.begin() as connection:
+        connection.execute(update(job_feedback).where(job_feedback.c.job_id == old)
+                           .values(updated_at=datetime.now(timezone.utc) - timedelta(days=40)))
+    result = app_with().test_cli_runner().invoke(args=["feedback", "prune", "--older-than-days", "30"])
+    assert result.exit_code == 0, result.output
+    assert "deleted 1 feedback rows" in result.output
+    assert _feedback(old) is None and _feedback(recent) is not None
+    assert app_with().test_cli_runner().invoke(args=["feedback", "prune"]).exit_code != 0, "the age is required"
 
 
 def test_routing_fields_name_the_routed_tier_before_a_fallback():

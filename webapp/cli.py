@@ -1,5 +1,5 @@
-"""Operators' commands (run with `flask --app wsgi`): `flask keys create|list|revoke`, `flask usage`
-and `flask audit`. Each brings the database to the newest schema first."""
+"""Operators' commands (run with `flask --app wsgi`): `flask keys create|list|revoke`, `flask usage`,
+`flask audit` and `flask feedback prune`. Each brings the database to the newest schema first."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -13,6 +13,7 @@ from jobs import control
 from jobs.owners import in_flight_ids
 from tenants.audit import record_audit
 from tenants.database import upgrade
+from tenants.feedback import FeedbackStore
 from tenants.meter import usage_month
 from tenants.schema import COUNTERS
 from webapp.apikeys import key_store
@@ -123,6 +124,22 @@ def audit(limit: int) -> None:
         click.echo(f"{_stamp(entry['at'])}  {entry['actor']:<10}  {entry['action']:<14}  {entry['subject']}{detail}")
 
 
+feedback = AppGroup("feedback", help="Answer feedback kept for routing calibration (prompts included).")
+
+
+@feedback.command("prune")
+@click.option("--older-than-days", type=click.IntRange(min=1), required=True,
+              help="Delete feedback last updated more than this many days ago.")
+def prune_feedback(older_than_days: int) -> None:
+    """Delete old feedback rows, with the prompts and comments they keep."""
+    upgrade(web().settings.database())
+    cutoff = datetime.now(timezone.utc) - timedelta(days=older_than_days)
+    deleted = FeedbackStore(web().tenants.ledger.engine).delete_before(cutoff)
+    record_audit(web().store.redis, "operator", "feedback_pruned", f"before {cutoff:%Y-%m-%d %H:%M}Z", {"rows": deleted})
+    web().tenants.ledger.flush()
+    click.echo(f"deleted {deleted} feedback rows last updated before {cutoff:%Y-%m-%d %H:%M}Z")
+
+
 def init_app(app: Flask) -> None:
-    for command in (keys, usage, audit):
+    for command in (keys, usage, audit, feedback):
         app.cli.add_command(command)
