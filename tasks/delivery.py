@@ -46,6 +46,12 @@ class JobTask(Task):
         if job_id is None or self.request.is_eager:
             return super().__call__(*args, **kwargs)
         store = worker_context().store
+        try:  # the delivery's own bookkeeping meets a failover as often as the task does
+            return self._deliver(store, job_id, *args, **kwargs)
+        except REDIS_UNAVAILABLE as exc:
+            raise self._again_after_outage(store.redis, exc)
+
+    def _deliver(self, store, job_id: str, *args, **kwargs):
         if cancel_requested(store, job_id):
             store.move(job_id, JobStatus.CANCELLED, finished_at=time.time())
             log.info("job %s was cancelled before %s started; skipped", job_id, self.name)
@@ -55,10 +61,7 @@ class JobTask(Task):
             raise DeliveryLimitExceeded(
                 f"{self.name} was delivered {deliveries} times (limit {self.app.conf.max_deliveries}); "
                 "each earlier attempt ended with its worker dying")
-        try:
-            return super().__call__(*args, **kwargs)
-        except REDIS_UNAVAILABLE as exc:
-            raise self._again_after_outage(store.redis, exc)
+        return super().__call__(*args, **kwargs)
 
     def _again_after_outage(self, client: redis.Redis, exc: Exception) -> Exception:
         """Once Redis answers and takes the message, send the task again as a new delivery and return
