@@ -5,7 +5,8 @@ Hosts: Redis master and replica, three sentinels, web, routing, two small hosts 
 client. Under a load of jobs the run (1) kills a small host in the middle of its jobs (link down, every
 process SIGKILLed), (2) adds a new small host, (3) kills the Redis master the same way, (4) drains the
 large host (SIGTERM). It prints one JSON line of figures and writes a PNG timeline to `reports/`.
-Everything it created is removed at the end, also when it fails. `--short` is `make test`'s version:
+Everything it created is removed at the end, also when it fails: namespaces, processes, and the hosts'
+models; the hosts' logs stay in `--dir` when one is given or the run failed. `--short` is `make test`'s version:
 fewer clients, shorter gaps, and the hosts' models copied from MODELS_DIR instead of prepared per host.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 from dataclasses import dataclass
@@ -61,6 +63,7 @@ def run(plan: Plan, directory: Path, models_from: Optional[Path]) -> dict:
         for host in cluster.hosts.values():
             host.kill_all()
         network.teardown()
+        cluster.remove_host_files()
 
 
 def _stop_on_sigterm() -> None:
@@ -88,6 +91,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"cluster: hosts' directories and logs in {directory}", file=sys.stderr, flush=True)
     result = run(plan, directory, models_from)
     print(json.dumps(result), flush=True)
+    if args.dir is None and result["targets_met"]:
+        shutil.rmtree(directory, ignore_errors=True)  # the logs are kept when asked for, or when it failed
     return 0 if result["targets_met"] else 1
 
 

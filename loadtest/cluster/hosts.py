@@ -11,6 +11,7 @@ import configparser
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -111,6 +112,13 @@ class Cluster:
         directory.mkdir(parents=True, exist_ok=True)
         self.hosts[name] = Host(name, self.network.namespace(name), address, directory)
         return self.hosts[name]
+
+    def remove_host_files(self) -> None:
+        """What the hosts wrote but their logs: each host's models (about 1.4 GB when prepared), caches
+        and run files."""
+        for host in self.hosts.values():
+            for name in ("models", "hf", "run", "cores", "prometheus"):
+                shutil.rmtree(host.directory / name, ignore_errors=True)
 
     def platform_env(self, host: Host) -> dict[str, str]:
         """What a platform process on `host` reads: the sentinels, and this host's own directory."""
