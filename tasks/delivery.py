@@ -23,6 +23,7 @@ from typing import Optional
 import redis
 from celery import Task
 from celery.exceptions import Ignore
+from kombu.exceptions import OperationalError
 
 from jobs.control import cancel_requested
 from jobs.sentinel import replicated
@@ -30,7 +31,9 @@ from jobs.status import JobStatus
 from tasks.context import worker_context
 
 log = logging.getLogger(__name__)
-REDIS_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError)  # Sentinel's MasterNotFoundError included
+# Sentinel's MasterNotFoundError included; kombu raises OperationalError when a publish (routing's hand-over,
+# a move to the other tier) cannot reach the broker.
+REDIS_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 OUTAGE_WAIT_S = 60.0  # how long a task waits for Redis to answer again before it gives the job up
 
 
