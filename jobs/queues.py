@@ -31,6 +31,12 @@ def generation_task(tier: str) -> str:
 
 
 GENERATION_TASKS = frozenset(generation_task(tier) for tier in TIERS)
+
+
+def task_queue(name: str) -> str:
+    """The queue a job task is routed to (celeryconfig's `task_routes`: tasks.<routing|tier>.*)."""
+    stage = name.split(".")[1]
+    return ROUTING_QUEUE if stage == ROUTING_QUEUE else tier_queue(stage)
 QUEUES = (ROUTING_QUEUE, *(tier_queue(tier) for tier in TIERS))
 
 

@@ -27,10 +27,11 @@ def stream_key(job_id: str) -> str:
     return f"job:{job_id}:stream"
 
 
-# Jobs handed to the broker whose next delivery has not begun: job id -> when it was handed over. A
-# message can vanish on its way (a Redis broker pops it into a dead worker's connection; a failover loses
-# the last writes), and jobs.transit finds the jobs whose message is nowhere and has them queued again.
-IN_TRANSIT_KEY = "jobs:in_transit"
+# Jobs in flight: handed to the broker and not ended; job id -> when the job last changed hands (its message
+# was sent, or a delivery of it began). A message can vanish (a Redis broker pops it into a dead worker's
+# connection; a failover loses the last writes, an acknowledgement with them), and jobs.transit finds the jobs
+# whose message is nowhere and sends them on again: whatever the lost writes were, no job waits forever.
+IN_FLIGHT_KEY = "jobs:in_flight"
 
 
 def lua_set(statuses) -> str:
@@ -49,16 +50,28 @@ def superseded(fence_arg: int) -> str:
             f"tonumber(redis.call('HGET', KEYS[1], 'delivery') or '0') > tonumber({fence}) then return 0 end")
 
 
+# A new delivery's number: the server's clock in milliseconds, or one more than the latest if that is not
+# below it. A counter alone would go back when a failover loses its last increments, and two live deliveries
+# could share a number; a clock does not go back by a failover's seconds.
+NEXT_DELIVERY = """
+local clock = redis.call('TIME')
+local number = math.max(tonumber(redis.call('HGET', KEYS[1], 'delivery') or '0') + 1,
+                        tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000))
+redis.call('HSET', KEYS[1], 'delivery', string.format('%d', number))
+return number
+"""
+
+
 def _guard_script() -> str:
     """The transition guard in Lua, from the Python table (so the two cannot disagree).
 
-    KEYS: the job hash, its stream, the in-transit index. ARGV: TTL, target status ('' keeps the status), stream event
+    KEYS: the job hash, its stream, the in-flight index. ARGV: TTL, target status ('' keeps the status), stream event
     name ('' for none), event data, the writer's delivery number ('' for a writer outside a delivery,
     such as a cancel; 'new' to start a delivery), then field, value pairs. Moving a final job to its
     own status only adds fields it lacks (HSETNX). A write from a delivery older than the job's latest
-    is refused (fencing). A job leaves the in-transit index when a delivery starts or it ends, and
-    enters it when it is queued again (routing hands it to its tier). Returns 1 when applied (a started
-    delivery: its number), 0 when refused.
+    is refused (fencing). A job leaves the in-flight index when it ends; a delivery that starts, or a
+    hand-over (queued again), stamps it there with the time. Returns 1 when applied (a started delivery:
+    its number), 0 when refused.
     """
     allowed = ",".join(f"{source.value}={lua_set(targets)}" for source, targets in TRANSITIONS.items())
     return f"""
@@ -83,11 +96,13 @@ if ARGV[3] ~= '' then
   redis.call('EXPIRE', KEYS[2], ARGV[1])
 end
 local id = string.sub(KEYS[1], {len(job_key(""))} + 1)
-if ARGV[5] == '{NEW_DELIVERY}' or final[target] then redis.call('ZREM', KEYS[3], id)
-elseif target == '{JobStatus.QUEUED.value}' and current ~= target then
+if final[target] then redis.call('ZREM', KEYS[3], id)
+elseif ARGV[5] == '{NEW_DELIVERY}' or (target == '{JobStatus.QUEUED.value}' and current ~= target) then
   redis.call('ZADD', KEYS[3], redis.call('TIME')[1], id)
 end
-if ARGV[5] == '{NEW_DELIVERY}' then return redis.call('HINCRBY', KEYS[1], 'delivery', 1) end
+if ARGV[5] == '{NEW_DELIVERY}' then
+{NEXT_DELIVERY}
+end
 return 1
 """
 
@@ -124,20 +139,20 @@ class JobStore:
         self._guard = client.register_script(GUARD)
         self.fenced_append = client.register_script(FENCED_APPEND)  # jobs.streams writes events with it
 
-    def create(self, job_id: str, request: dict, pipe: Optional[Pipeline] = None, in_transit: bool = False,
+    def create(self, job_id: str, request: dict, pipe: Optional[Pipeline] = None, in_flight: bool = False,
                **fields: Any) -> dict:
         """A new record, `queued` unless `fields` say otherwise (a cache hit is born succeeded).
 
-        Given `pipe`, the writes join it and happen when the caller executes it. `in_transit`: the
-        caller sends the job's message next (jobs.transit looks for it if no delivery begins).
+        Given `pipe`, the writes join it and happen when the caller executes it. `in_flight`: the
+        caller sends the job's message next (jobs.transit looks for it until the job ends).
         """
         record = {"id": job_id, "status": JobStatus.QUEUED.value, "created_at": time.time(), "request": request,
                   **fields}
         target = self.redis.pipeline() if pipe is None else pipe
         target.hset(job_key(job_id), mapping=_encode(record))
         target.expire(job_key(job_id), self.ttl_s)
-        if in_transit:
-            target.zadd(IN_TRANSIT_KEY, {job_id: record["created_at"]})
+        if in_flight:
+            target.zadd(IN_FLIGHT_KEY, {job_id: record["created_at"]})
         if pipe is None:
             target.execute()
         return record
@@ -157,7 +172,7 @@ class JobStore:
 
     def start_delivery(self, job_id: str, status: JobStatus, **fields: Any) -> int:
         """Move the job to `status` as `move` does, as the first write of a new delivery of it: its number
-        (1, 2, ...), with which its later writes are fenced (`fence`); 0 when the move is refused. Writes
+        (increasing; NEXT_DELIVERY), with which its later writes are fenced (`fence`); 0 when the move is refused. Writes
         fenced with an earlier number are refused from now on. A delivery that cannot run the job (a
         duplicate, a stale one) takes no number, so it cannot fence out the one that can."""
         return int(self._apply(job_id, JobStatus(status).value, None, NEW_DELIVERY, fields))
@@ -171,7 +186,7 @@ class JobStore:
         name, data = event if event else ("", {})
         flat = [part for item in _encode(fields).items() for part in item]
         args = [self.ttl_s, status, name, json.dumps(data) if event else "", "" if fence is None else fence, *flat]
-        return int(self._guard(keys=[job_key(job_id), stream_key(job_id), IN_TRANSIT_KEY], args=args))
+        return int(self._guard(keys=[job_key(job_id), stream_key(job_id), IN_FLIGHT_KEY], args=args))
 
     def count_delivery(self, job_id: str, stage: str) -> int:
         """Count one more delivery of the job to `stage` (a task name) and return the total so far."""
@@ -213,7 +228,7 @@ class JobStore:
     def delete(self, job_id: str) -> None:
         pipe = self.redis.pipeline()
         pipe.delete(job_key(job_id))
-        pipe.zrem(IN_TRANSIT_KEY, job_id)
+        pipe.zrem(IN_FLIGHT_KEY, job_id)
         pipe.execute()
 
 

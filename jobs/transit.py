@@ -1,17 +1,20 @@
-"""Jobs whose message was lost on its way to a worker (Redis broker), found so that they can be sent again.
+"""Jobs whose message was lost (Redis broker), found so that they can be sent on again.
 
-A job is in transit from the moment its message is sent (the web app queues it, or routing hands it to
-its tier) until a delivery of it starts (jobs.store's in-transit index). Two ways to lose the message
-that no acknowledgement can catch:
+A job is in flight from the moment its message is sent (the web app queues it, or routing hands it to
+its tier) until it ends (jobs.store's in-flight index). While it is in flight, its message waits in a
+queue or, taken by a worker and not yet acknowledged (late acknowledgement), in kombu's `unacked`: a
+message in neither is lost, and no acknowledgement or visibility timeout can bring it back:
 - kombu's Redis transport takes a message with BRPOP and only then records it in `unacked`. A worker
   host that died while its BRPOP was waiting (cable cut: Redis never hears of it) receives the next
   message into a dead connection, and the message is gone.
-- Replication is asynchronous: a failover can lose a message sent in the last moment.
+- Replication is asynchronous: a failover loses the last writes, in any mix: a message just sent, a
+  delivery's start, or the record of a job whose running delivery then stops (superseded, acknowledged)
+  while the promoted replica still sees it queued or generating.
 
-A job in transit for longer than `older_than_s` whose message is in none of its queues' lists and not
-in `unacked` is missing. The caller sends it again once it was missing on two looks a beat apart (a
-message passes from a list to `unacked` in microseconds); the delivery that starts first runs the job
-and fencing turns away any other.
+A job in flight whose last change of hands is older than `older_than_s` and whose message is in none of
+its queues' lists and not in `unacked` is missing. The caller sends it on again (its stage's task, from
+the record) once it was missing on two looks a beat apart (a message passes from a list to `unacked` in
+microseconds); the delivery that starts first runs the job and fencing turns away any other.
 """
 from __future__ import annotations
 
@@ -22,16 +25,16 @@ from typing import Iterable, Mapping, Optional
 import redis
 
 from jobs.queues import QUEUES, ROUTE_TASK, generation_task, redis_lists
-from jobs.status import JobStatus
-from jobs.store import IN_TRANSIT_KEY, job_key
+from jobs.status import JobStatus, is_final
+from jobs.store import IN_FLIGHT_KEY, job_key
 
-OVERDUE_S = 5.0  # queued this long without a delivery: look for its message
-MISSING_KEY = "jobs:in_transit:missing"  # job id -> when its message was first found missing
+OVERDUE_S = 5.0  # this long since the job last changed hands: look for its message
+MISSING_KEY = "jobs:in_flight:missing"  # job id -> when its message was first found missing
 
 
 def overdue(client: redis.Redis, older_than_s: float = OVERDUE_S) -> list[str]:
-    """Jobs handed to the broker more than `older_than_s` ago whose delivery has not begun."""
-    return [raw.decode() for raw in client.zrangebyscore(IN_TRANSIT_KEY, "-inf", time.time() - older_than_s)]
+    """Jobs in flight that last changed hands more than `older_than_s` ago."""
+    return [raw.decode() for raw in client.zrangebyscore(IN_FLIGHT_KEY, "-inf", time.time() - older_than_s)]
 
 
 def messages_present(client: redis.Redis, transport_options: Mapping, unacked_key: str,
@@ -55,7 +58,7 @@ def _task_id(message) -> str:
 
 def missing(client: redis.Redis, transport_options: Mapping, unacked_key: str,
             older_than_s: float = OVERDUE_S) -> set[str]:
-    """Jobs overdue in transit whose message is nowhere in the broker."""
+    """Jobs overdue in flight whose message is nowhere in the broker."""
     late = overdue(client, older_than_s)
     if not late:
         return set()
@@ -82,21 +85,23 @@ def message_for(job: dict, routing: Optional[dict]) -> tuple[str, list]:
     return (ROUTE_TASK, [job]) if not routing else (generation_task(routing["tier"]), [job, routing])
 
 
-def queued_message(client: redis.Redis, job_id: str) -> Optional[tuple[str, list, dict]]:
-    """(task name, arguments, job) to send the job on with, while it is still queued; None (and out of
-    the index) once a delivery of it began, it ended or its record expired."""
+def pending_message(client: redis.Redis, job_id: str) -> Optional[tuple[str, list, dict]]:
+    """(task name, arguments, job) that carry the job on from the stage its record is in: its routing task
+    while it is being routed (or not routed yet), its tier's generation task once routed; None (and out of
+    the index) once it ended or its record expired."""
     status, request, routing = client.hmget(job_key(job_id), "status", "request", "routing")
-    if status is None or status.decode() != JobStatus.QUEUED.value:
+    if status is None or is_final(status.decode()):
         forget(client, job_id)
         return None
     job = json.loads(request)
-    return (*message_for(job, json.loads(routing) if routing else None), job)
+    routed = json.loads(routing) if routing and status.decode() != JobStatus.ROUTING.value else None
+    return (*message_for(job, routed), job)
 
 
 def sent_again(client: redis.Redis, job_id: str) -> None:
-    """The job's message was sent again: it is in transit from now."""
-    client.zadd(IN_TRANSIT_KEY, {job_id: time.time()}, xx=True)
+    """The job's message was sent again: it changed hands now."""
+    client.zadd(IN_FLIGHT_KEY, {job_id: time.time()}, xx=True)
 
 
 def forget(client: redis.Redis, job_id: str) -> None:
-    client.zrem(IN_TRANSIT_KEY, job_id)
+    client.zrem(IN_FLIGHT_KEY, job_id)

@@ -88,6 +88,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("llm_escalations_total", "counter", ("from_tier", "to_tier"),
            "Jobs whose weak small answer was run again on the large tier (escalation)."),
     Family("llm_redeliveries_total", "counter", ("queue",), "Task deliveries beyond the first."),
+    Family("llm_lost_messages_total", "counter", ("queue",),
+           "Jobs in flight whose message was nowhere in the broker, sent on again by the reaper."),
     Family("llm_workers_live", "gauge", ("queue",), "Live workers consuming a queue (worker presence).",
            scraped=True),
     Family("llm_redis_up", "gauge", (), "1 when Redis answered the web app's check at this scrape, else 0.",
@@ -208,6 +210,10 @@ def escalation(from_tier: str, to_tier: str) -> None:
 
 def redelivery(queue: str) -> None:
     _metric("llm_redeliveries_total").labels(_queue(queue)).inc()
+
+
+def lost_message(queue: str) -> None:
+    _metric("llm_lost_messages_total").labels(_queue(queue)).inc()
 
 
 def queue_depth(queue: str, depth: int) -> None:

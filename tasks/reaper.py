@@ -5,7 +5,7 @@ Celery's `task_received`) and, on each housekeeping beat (`beat`), marks the pro
 what it acknowledged and, when it is the beat's reaper, hands back what dead processes held
 (jobs.holdings). The job then runs again from the start: tasks.delivery counts the delivery and
 fences off the dead one's writes, and readers drop what they had at the new `start`. The beat's reaper
-also sends again the jobs whose message was lost on its way to a worker (jobs.transit).
+also sends on again the jobs whose message was lost (jobs.transit).
 
 Handing back is kombu's `restore_by_tag` (what its visibility timeout does: the message leaves
 `unacked` for the front of its queue, at its priority, marked redelivered), with one change: the
@@ -28,7 +28,8 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
 from jobs import holdings, transit
-from jobs.queues import job_priority
+from jobs.queues import job_priority, task_queue
+from monitoring import prometheus
 
 log = logging.getLogger(__name__)
 REDIS_BROKERS = ("redis://", "rediss://", "redis+socket://", "sentinel://")
@@ -106,15 +107,16 @@ class Reaper:
         confirmed = transit.confirmed_missing(self.client, options, self._unacked_key(), self.heartbeat_s)
         sent = []
         for job_id in sorted(confirmed):
-            message = transit.queued_message(self.client, job_id)
+            message = transit.pending_message(self.client, job_id)
             if message is None:
                 continue
             name, args, job = message
             self.app.send_task(name, args=args, task_id=job_id, priority=job_priority(job))
             transit.sent_again(self.client, job_id)
+            prometheus.lost_message(task_queue(name))
             sent.append(job_id)
         if sent:
-            log.warning("sent again %d jobs whose message was lost on its way to a worker: %s", len(sent),
+            log.warning("sent again %d jobs whose message was lost: %s", len(sent),
                         ", ".join(sent))
         return len(sent)
 

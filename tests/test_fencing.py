@@ -5,6 +5,7 @@ real scripts."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 from helpers import job_store
@@ -20,20 +21,40 @@ def running_job() -> str:
     return job_id
 
 
+def server_ms(store) -> int:
+    seconds, micros = store.redis.time()
+    return seconds * 1000 + micros // 1000
+
+
 def events(job_id: str) -> list[tuple[str, dict]]:
     return [(event.event, event.data) for event in read_after(job_store(), job_id, "0")]
 
 
-def test_each_delivery_takes_the_next_number_and_one_that_may_not_run_the_job_none():
+def test_each_delivery_takes_a_higher_number_and_one_that_may_not_run_the_job_none():
     store, job_id = job_store(), running_job()
-    assert store.start_delivery(job_id, JobStatus.ROUTING) == 1
-    assert store.start_delivery(job_id, JobStatus.ROUTING) == 2  # routing again: a redelivered route
-    assert store.move(job_id, JobStatus.QUEUED, fence=2)
-    assert store.start_delivery(job_id, JobStatus.GENERATING) == 3
+    first = store.start_delivery(job_id, JobStatus.ROUTING)
+    second = store.start_delivery(job_id, JobStatus.ROUTING)  # routing again: a redelivered route
+    assert 0 < first < second
+    assert store.move(job_id, JobStatus.QUEUED, fence=second)
+    third = store.start_delivery(job_id, JobStatus.GENERATING)
+    assert third > second
     assert store.start_delivery(job_id, JobStatus.ROUTING) == 0, "a stale route delivery cannot run it"
-    assert store.delivery(job_id) == 3 and store.annotate(job_id, fence=3, tokens_so_far=1)
+    assert store.delivery(job_id) == third and store.annotate(job_id, fence=third, tokens_so_far=1)
     missing = uuid.uuid4().hex
     assert store.start_delivery(missing, JobStatus.ROUTING) == 0 and not store.redis.exists(f"job:{missing}")
+
+
+def test_a_delivery_number_does_not_go_back_when_a_failover_lost_the_last_ones():
+    # The promoted replica lacks the latest start: its count is behind the delivery that still runs.
+    store, job_id = job_store(), running_job()
+    lost_start = store.start_delivery(job_id, JobStatus.GENERATING)
+    while server_ms(store) <= lost_start:  # a failover takes seconds; here the clock need only move on
+        time.sleep(0.001)
+    store.redis.hset(f"job:{job_id}", "delivery", 0)
+    store.redis.hset(f"job:{job_id}", "status", JobStatus.QUEUED.value)
+    redelivered = store.start_delivery(job_id, JobStatus.GENERATING)
+    assert redelivered > lost_start, "the server's clock numbers it past the lost one"
+    assert not store.annotate(job_id, fence=lost_start, tokens_so_far=2), "the older delivery is fenced off"
 
 
 def test_a_superseded_delivery_can_no_longer_move_or_annotate_the_job():

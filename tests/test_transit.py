@@ -1,4 +1,4 @@
-"""Jobs whose message was lost on its way to a worker are sent again (jobs.transit, tasks.reaper), on the
+"""Jobs whose message was lost are sent on again (jobs.transit, tasks.reaper), on the
 test Redis with the platform's own Celery configuration and real kombu messages; no worker runs."""
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from helpers import job_store
 from jobs import holdings, transit
 from jobs.queues import ROUTE_TASK, ROUTING_QUEUE, generation_task, redis_lists, tier_queue
 from jobs.status import JobStatus
-from jobs.store import IN_TRANSIT_KEY
+from jobs.store import IN_FLIGHT_KEY
+from monitoring import prometheus
 from settings import load_settings
 from tasks.reaper import Reaper
 
@@ -34,9 +35,9 @@ def app():
 @pytest.fixture
 def store():
     store = job_store()
-    store.redis.delete(IN_TRANSIT_KEY, transit.MISSING_KEY)
+    store.redis.delete(IN_FLIGHT_KEY, transit.MISSING_KEY)
     yield store
-    store.redis.delete(IN_TRANSIT_KEY, transit.MISSING_KEY)
+    store.redis.delete(IN_FLIGHT_KEY, transit.MISSING_KEY)
 
 
 @pytest.fixture
@@ -56,9 +57,9 @@ def queued_job(store, routing: dict | None = None, age_s: float = 60) -> str:
     """A job recorded as the web app records it, handed over `age_s` ago, whose message went nowhere."""
     job_id = uuid.uuid4().hex
     fields = {"routing": routing} if routing else {}
-    store.create(job_id, {"prompt": "where did my message go", "max_tokens": 4, "priority": 7}, in_transit=True,
+    store.create(job_id, {"prompt": "where did my message go", "max_tokens": 4, "priority": 7}, in_flight=True,
                  **fields)
-    store.redis.zadd(IN_TRANSIT_KEY, {job_id: time.time() - age_s})
+    store.redis.zadd(IN_FLIGHT_KEY, {job_id: time.time() - age_s})
     return job_id
 
 
@@ -81,25 +82,30 @@ def reaper_turn(reaper: Reaper) -> int:
     return reaper.beat()
 
 
-def test_a_job_is_in_transit_from_its_handover_until_a_delivery_starts_or_it_ends(store):
-    in_transit = lambda job_id: store.redis.zscore(IN_TRANSIT_KEY, job_id) is not None
+def test_a_job_is_in_flight_from_its_handover_until_it_ends_stamped_at_each_change_of_hands(store):
+    stamp = lambda job_id: store.redis.zscore(IN_FLIGHT_KEY, job_id)
     job_id = uuid.uuid4().hex
-    store.create(job_id, {"prompt": "p"}, in_transit=True)
-    assert in_transit(job_id), "the web app records the job, then sends its message"
-    assert store.start_delivery(job_id, JobStatus.ROUTING) and not in_transit(job_id)
-    assert store.move(job_id, JobStatus.QUEUED, routing={"tier": "small"}) and in_transit(job_id), \
+    store.create(job_id, {"prompt": "p"}, in_flight=True)
+    assert stamp(job_id), "the web app records the job, then sends its message"
+    store.redis.zadd(IN_FLIGHT_KEY, {job_id: 1})
+    assert store.start_delivery(job_id, JobStatus.ROUTING) and stamp(job_id) > time.time() - 5, \
+        "a delivery began: stamped now"
+    store.redis.zadd(IN_FLIGHT_KEY, {job_id: 1})
+    assert store.move(job_id, JobStatus.QUEUED, routing={"tier": "small"}) and stamp(job_id) > 1, \
         "routing hands it to its tier: a new message on its way"
-    assert store.start_delivery(job_id, JobStatus.GENERATING) and not in_transit(job_id)
+    assert store.start_delivery(job_id, JobStatus.GENERATING) and stamp(job_id)
+    assert store.annotate(job_id, tokens_so_far=3) and stamp(job_id), "still in flight while it runs"
+    assert store.move(job_id, JobStatus.SUCCEEDED) and stamp(job_id) is None, "it ended"
     cancelled = uuid.uuid4().hex
-    store.create(cancelled, {"prompt": "p"}, in_transit=True)
-    assert store.move(cancelled, JobStatus.CANCELLED) and not in_transit(cancelled)
+    store.create(cancelled, {"prompt": "p"}, in_flight=True)
+    assert store.move(cancelled, JobStatus.CANCELLED) and stamp(cancelled) is None
     deleted = uuid.uuid4().hex
-    store.create(deleted, {"prompt": "p"}, in_transit=True)
+    store.create(deleted, {"prompt": "p"}, in_flight=True)
     store.delete(deleted)
-    assert not in_transit(deleted), "a submission that could not be sent leaves nothing behind"
+    assert stamp(deleted) is None, "a submission that could not be sent leaves nothing behind"
     recorded_only = uuid.uuid4().hex
     store.create(recorded_only, {"prompt": "p"})
-    assert not in_transit(recorded_only), "only a record whose message is sent next is in transit"
+    assert stamp(recorded_only) is None, "only a record whose message is sent next is in flight"
 
 
 def test_a_job_whose_message_waits_in_its_queue_or_is_taken_is_not_missing(app, store, messages):
@@ -126,23 +132,38 @@ def test_a_missing_message_is_confirmed_only_on_a_second_look_a_beat_later(app, 
     assert fresh not in transit.missing(store.redis, options, "unacked"), "handed over just now: not overdue"
 
 
-def test_the_reaper_sends_a_lost_message_again_as_the_web_app_and_routing_sent_it(app, store, messages):
+def test_the_reaper_sends_a_lost_message_on_again_from_the_stage_the_record_is_in(app, store, messages):
     routed = {"tier": "large", "intent": "code_help", "rule": "matched"}
     unrouted, queued_for_large = queued_job(store), queued_job(store, routing=routed)
-    started = queued_job(store)
-    store.start_delivery(started, JobStatus.ROUTING)  # a delivery began after all: nothing to send
-    store.redis.zadd(IN_TRANSIT_KEY, {started: time.time() - 60})
-    messages += [unrouted, queued_for_large, started]
+    # A job whose running delivery stopped and was acknowledged while the record still says it runs (the
+    # promoted replica of a failover lost the writes in between): nothing would ever run it again.
+    running = queued_job(store, routing={**routed, "tier": "small"})
+    store.start_delivery(running, JobStatus.GENERATING)
+    being_routed = queued_job(store, routing=routed)
+    store.start_delivery(being_routed, JobStatus.ROUTING)  # routed once, routed again: its route task
+    ended = queued_job(store)
+    store.redis.hset(f"job:{ended}", "status", JobStatus.SUCCEEDED.value)  # its end, not its index entry
+    for job_id in (running, being_routed, ended):
+        store.redis.zadd(IN_FLIGHT_KEY, {job_id: time.time() - 60})
+    messages += [unrouted, queued_for_large, running, being_routed]
     reaper = Reaper(app, store.redis, "transit@host", BEAT_S)
+    lost = lambda queue: prometheus.recorded().registry.get_sample_value("llm_lost_messages_total",  # noqa: E731
+                                                                          {"queue": queue}) or 0.0
+    before = {queue: lost(queue) for queue in (ROUTING_QUEUE, tier_queue("small"), tier_queue("large"))}
     reaper_turn(reaper)  # the first look
     time.sleep(BEAT_S)
     store.redis.delete(holdings.REAPER_LOCK_KEY)
-    assert reaper.beat() == 2
+    assert reaper.beat() == 4
+    assert {queue: lost(queue) - count for queue, count in before.items()} == \
+        {ROUTING_QUEUE: 2, tier_queue("small"): 1, tier_queue("large"): 1}, "counted per queue"
     routing = {m[0]: m for m in waiting(app, ROUTING_QUEUE)}
     large = {m[0]: m for m in waiting(app, tier_queue("large"))}
+    small = {m[0]: m for m in waiting(app, tier_queue("small"))}
     assert routing[unrouted][1] == ROUTE_TASK and routing[unrouted][2][0]["prompt"] == "where did my message go"
     assert large[queued_for_large][1] == generation_task("large") and large[queued_for_large][2][1] == routed
+    assert small[running][1] == generation_task("small"), "a running job goes on at its tier"
+    assert routing[being_routed][1] == ROUTE_TASK
     assert routing[unrouted][3].endswith("\x06\x162"), "at the job's priority (API 7 is kombu's 2)"
-    assert started not in routing and store.redis.zscore(IN_TRANSIT_KEY, started) is None
-    assert store.redis.zscore(IN_TRANSIT_KEY, unrouted) > time.time() - 5, "in transit again, from now"
+    assert ended not in routing and store.redis.zscore(IN_FLIGHT_KEY, ended) is None
+    assert store.redis.zscore(IN_FLIGHT_KEY, unrouted) > time.time() - 5, "in flight again, from now"
     assert reaper.beat() == 0, "sent once: its message is in its queue now"

@@ -145,7 +145,7 @@ def _record(context: WebContext, job_id: str, job: dict, in_flight: bool = False
     """Create the job record, list it among the recent jobs and count the request for its key (a
     cache hit when it is not queued), in one round trip to Redis."""
     pipe = context.store.redis.pipeline()
-    record = context.store.create(job_id, job, pipe=pipe, in_transit=in_flight, **fields)
+    record = context.store.create(job_id, job, pipe=pipe, in_flight=in_flight, **fields)
     remember_job(context.store, job_id, context.settings.recent_jobs_max, pipe, owner=job.get("key_id"))
     context.tenants.meter.record(job.get("key_id"), pipe, requests=1, cache_hits=int(not in_flight))
     pipe.execute()
