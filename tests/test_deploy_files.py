@@ -539,10 +539,17 @@ def test_dockerignore_keeps_what_the_roles_need_and_leaves_secrets_out():
 
 def test_compose_redis_is_a_master_a_replica_and_three_sentinels():
     services = compose()["services"]
-    replica = services["redis-replica"]["command"]
-    assert replica[replica.index("--replicaof") + 1:][:2] == ["redis-master", "6379"]
     sentinels = [name for name, service in services.items()
                  if {"source": "sentinel", "target": "/etc/redis/sentinel.conf.in"} in service.get("configs", [])]
+    # Both data nodes start through deploy/redis-node.sh (tests/test_sentinel.py runs it): redis-master first,
+    # afterwards whichever node the sentinels name; neither names --replicaof itself.
+    assert compose()["configs"]["redis-node"]["file"] == "./redis-node.sh"
+    for name in ("redis-master", "redis-replica"):
+        node = services[name]
+        assert node["entrypoint"][:2] == ["sh", "/usr/local/bin/redis-node.sh"] and "--replicaof" not in node["command"]
+        assert {"source": "redis-node", "target": "/usr/local/bin/redis-node.sh"} in node["configs"]
+        assert node["environment"]["NODE"] == name and node["environment"]["FIRST_MASTER"] == "redis-master"
+        assert set(node["environment"]["SENTINELS"].split()) == {f"{sentinel}:26379" for sentinel in sentinels}
     conf = (DEPLOY / compose()["configs"]["sentinel"]["file"]).read_text()
     master, host, port, quorum = re.search(r"^sentinel monitor (\S+) (\S+) (\d+) (\d+)$", conf, re.MULTILINE).groups()
     assert (host, port, len(sentinels)) == ("redis-master", "6379", 3)

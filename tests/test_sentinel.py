@@ -9,6 +9,7 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -22,6 +23,8 @@ from jobs.recent import recent_jobs
 from jobs.sentinel import SentinelURL, limits_uri
 from jobs.store import JobStore
 from workerctl import redis_server, wait_until
+
+REDIS_NODE = Path(__file__).resolve().parents[1] / "deploy" / "redis-node.sh"
 
 MASTER = "llm-redis"
 DB = 3
@@ -57,7 +60,8 @@ def sentinels(tmp_path):
         procs += [_sentinel(port, master_port, tmp_path, tmp_path) for port in sentinel_ports]
         wait_until(lambda: _ready(sentinel_ports, replica_port), 60, "the replica and the sentinels")
         url = ";".join(f"sentinel://127.0.0.1:{port}/{DB}" for port in sentinel_ports)
-        yield SimpleNamespace(url=url, master=procs[0], replica=procs[1], replica_port=replica_port)
+        yield SimpleNamespace(url=url, master=procs[0], replica=procs[1], replica_port=replica_port,
+                              master_port=master_port, sentinel_ports=sentinel_ports, dir=tmp_path, procs=procs)
     finally:
         for proc in procs:
             proc.kill()
@@ -180,3 +184,44 @@ def test_no_job_accepted_before_a_failover_is_lost(sentinels):
     print(f"\n{len(accepted)} jobs accepted around the failover, {len(missing)} lost; "
           f"{len(queued) - len(accepted)} more queued from requests that got a 503")
     assert not missing
+
+
+def _redis_node(port: int, first_master_port: int, sentinel_ports: list[int], log_dir) -> subprocess.Popen:
+    """redis-server on `port` started as deploy/redis-node.sh starts a data node of the group."""
+    env = {**os.environ, "NODE": "127.0.0.1", "REDIS_PORT": str(port), "FIRST_MASTER": f"127.0.0.1:{first_master_port}",
+           "SENTINELS": " ".join(f"127.0.0.1:{p}" for p in sentinel_ports), "MASTER_NAME": MASTER}
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(log_dir)]
+    return subprocess.Popen(["sh", str(REDIS_NODE), *argv], env=env, stdout=open(log_dir / f"node-{port}.log", "ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _role_once_up(port: int) -> tuple:
+    """The node's role (and master port, for a replica) the first time it answers."""
+    client = redis.Redis(port=port, socket_connect_timeout=0.5)
+    wait_until(lambda: _succeeds(client.ping), 20, f"redis on port {port}", interval=0.02)
+    role = client.role()
+    return (role[0].decode(), role[2]) if role[0] == b"slave" else (role[0].decode(),)
+
+
+def test_a_group_s_first_start_makes_the_first_master_a_master_and_the_others_its_replicas(tmp_path):
+    first, other, nobody = free_port(), free_port(), [free_port()]  # no sentinel runs yet
+    procs = [_redis_node(first, first, nobody, tmp_path), _redis_node(other, first, nobody, tmp_path)]
+    try:
+        assert _role_once_up(first) == ("master",)
+        assert _role_once_up(other) == ("slave", first)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_failed_master_restarts_as_a_replica_of_the_promoted_one_never_as_a_master(sentinels):
+    """Were it a master until the sentinels demote it, a client asking a sentinel not yet told of the
+    failover would write to it, and the writes would be wiped by its resync (`make cluster` lost jobs so)."""
+    client = redis_client(sentinels.url, 0.5, MASTER)
+    _fail_over(sentinels, lambda: client.set("after", 1))
+    sentinels.master.wait()
+    sentinels.procs.append(_redis_node(sentinels.master_port, sentinels.master_port, sentinels.sentinel_ports,
+                                       sentinels.dir))
+    assert _role_once_up(sentinels.master_port) == ("slave", sentinels.replica_port)

@@ -37,11 +37,10 @@ class Plan:
     load_before_s: float  # load before the first event
     between_s: float  # load between events
     prepare_per_host: bool  # run `make models`'s steps on each host (else copy MODELS_DIR's files)
-    fail_over: bool = True  # lose the Redis master (make test's run leaves it to tests/test_sentinel.py: see docs)
 
 
 FULL = Plan(clients=10, load_before_s=20, between_s=15, prepare_per_host=True)
-SHORT = Plan(clients=5, load_before_s=5, between_s=3, prepare_per_host=False, fail_over=False)
+SHORT = Plan(clients=5, load_before_s=5, between_s=3, prepare_per_host=False)
 
 
 def remove_stale_runs() -> None:

@@ -23,6 +23,7 @@ from loadtest.cluster.netns import Network
 
 ROOT = Path(__file__).resolve().parents[2]
 SUPERVISORD_CONF = ROOT / "deploy" / "supervisord.conf"
+REDIS_NODE_SCRIPT = ROOT / "deploy" / "redis-node.sh"
 SENTINEL_MASTER = "llm-redis"
 REDIS_PORT, SENTINEL_PORT, WEB_PORT = 6379, 26379, 8000
 # The cluster's hosts share this machine's cores: one ggml thread per engine, fewer slots, one web worker.
@@ -133,10 +134,15 @@ class Cluster:
 
     # --- Redis --------------------------------------------------------------------------------------------------
 
-    def start_redis(self, host: Host, replica_of: Optional[str] = None) -> None:
+    def start_redis(self, host: Host, first_master: Host) -> None:
+        """Redis on `host` as deploy/redis-node.sh starts a data node: a replica of the master the sentinels
+        name (or of `first_master` before any sentinel runs), the master only when it is that master."""
         argv = ["redis-server", "--bind", host.address, "--port", str(REDIS_PORT), "--protected-mode", "no",
                 "--save", "", "--appendonly", "no", "--dir", str(host.directory)]
-        host.start("redis", argv + (["--replicaof", replica_of, str(REDIS_PORT)] if replica_of else []))
+        env = {"NODE": host.address, "FIRST_MASTER": first_master.address, "MASTER_NAME": SENTINEL_MASTER,
+               "SENTINELS": " ".join(f"{address}:{SENTINEL_PORT}" for address in self.sentinels),
+               "REDIS_PORT": str(REDIS_PORT)}
+        host.start("redis", ["sh", str(REDIS_NODE_SCRIPT), *argv], env)
 
     def start_sentinel(self, host: Host, master: str, down_after_ms: int) -> None:
         conf = host.directory / "sentinel.conf"  # Sentinel rewrites its file: one per host

@@ -207,7 +207,8 @@ class Observer:
                 pass
             time.sleep(0.2)
         if waiting:
-            raise TimeoutError(f"jobs {sorted(waiting)} still not running elsewhere after {timeout:g}s")
+            records = {job_id: self.client.hgetall(job_key(job_id)) for job_id in sorted(waiting)}
+            raise TimeoutError(f"jobs still not running elsewhere after {timeout:g}s: {records}")
         return time.time() - start
 
     def final_events(self, job_id: str) -> int:

@@ -16,7 +16,7 @@ import requests
 
 from jobs import redis_client
 from jobs.queues import queue_depths, tier_queue
-from loadtest.cluster.hosts import SENTINEL_MASTER, WEB_PORT, Cluster, Host, wait_until
+from loadtest.cluster.hosts import REDIS_PORT, SENTINEL_MASTER, WEB_PORT, Cluster, Host, wait_until
 from loadtest.cluster.load import Clients, Job, Observer, ended
 from loadtest.cluster.timeline import plot_timeline
 
@@ -45,8 +45,8 @@ class Scenario:
     def start_redis(self) -> None:
         cluster = self.cluster
         master, replica = cluster.add_host("redis-1"), cluster.add_host("redis-2")
-        cluster.start_redis(master)
-        cluster.start_redis(replica, replica_of=master.address)
+        cluster.start_redis(master, first_master=master)
+        cluster.start_redis(replica, first_master=master)
         for number in (1, 2, 3):
             cluster.start_sentinel(cluster.add_host(f"sentinel-{number}"), master.address, SENTINEL_DOWN_AFTER_MS)
         wait_until(self._sentinels_ready, 60, "sentinels see the replica and each other")
@@ -100,8 +100,7 @@ class Scenario:
             self.lose_small_host("small-1")
             self.add_small_host("small-3")
             time.sleep(self.plan.between_s)
-            if self.plan.fail_over:
-                self.fail_redis_over("redis-1")
+            self.fail_redis_over("redis-1")
             time.sleep(self.plan.between_s)
             self.drain_large_host("large-1")
             self.wait_for_every_job(END_WAIT_S)
@@ -122,9 +121,12 @@ class Scenario:
         self.cluster.hosts[name].kill_all()
 
     def lose_small_host(self, name: str) -> None:
-        victims = self._wait_for_running(name)
+        self._wait_for_running(name)
         killed = self.mark(f"{name} lost")
         self.lose_host(name)
+        # Read once the link is down: a job that ended on the host just before (its final write landed)
+        # has nothing to move, and the host can no longer end any other.
+        victims = self.observer.running_on(name)
         moved = self.observer.wait_moved(victims, name, timeout=180)
         self.figures["host_loss_recovery_s"] = round(time.time() - killed, 1)
         self.figures["host_loss_jobs"] = len(victims)
@@ -158,13 +160,24 @@ class Scenario:
         wait_until(lambda: probe.set("cluster:probe", failed), 120, "a write to the promoted replica", 0.1)
         self.figures["failover_s"] = round(time.time() - failed, 1)
         self.failed_at = failed
-        # The old master's host comes back empty (nothing on disk); the sentinels make it a replica, and
-        # submissions, which wait for a replica (REDIS_MIN_REPLICAS=1), are accepted again.
+        # The old master's host comes back empty (nothing on disk), started as deploy/redis-node.sh starts a
+        # node: a replica of the master the sentinels name, never a master that takes writes until the
+        # sentinels demote it. Submissions, which wait for a replica (REDIS_MIN_REPLICAS=1), are accepted
+        # again once it has synced.
         host = self.cluster.hosts[name]
         self.cluster.network.set_link(name, True)
-        self.cluster.start_redis(host)
+        self.cluster.start_redis(host, first_master=host)
+        wait_until(lambda: self._role(host), 60, f"{name} to answer")
+        self.figures["old_master_restarted_as"] = self._role(host)  # "slave" at once: it never took writes
         wait_until(lambda: probe.info("replication")["connected_slaves"] >= 1, 120, "the old master back as a replica")
         self.mark(f"{name} back as replica")
+
+    @staticmethod
+    def _role(host: Host) -> Optional[str]:
+        try:
+            return redis.Redis(host.address, REDIS_PORT, socket_timeout=1).role()[0].decode()
+        except redis.RedisError:
+            return None
 
     def drain_large_host(self, name: str) -> None:
         """Stop the load, then SIGTERM the large worker while it streams jobs (its queue empty, so that no
@@ -208,10 +221,9 @@ class Scenario:
         lost = [job for job in jobs if not ended(statuses[job.id])]
         duplicated = [job for job in jobs if self.observer.final_events(job.id) > 1]
         by_id = {job.id: job for job in jobs}
-        failed_at = getattr(self, "failed_at", None)
-        near_failover = [job for job in jobs if failed_at and failed_at - 5 <= job.accepted_at <= failed_at
+        near_failover = [job for job in jobs if self.failed_at - 5 <= job.accepted_at <= self.failed_at
                          + self.figures["failover_s"]]
-        last_second = [job for job in jobs if failed_at and failed_at - 1 <= job.accepted_at <= failed_at]
+        last_second = [job for job in jobs if self.failed_at - 1 <= job.accepted_at <= self.failed_at]
         cut = [job_id for job_id in self.draining if by_id.get(job_id) and _cut(by_id[job_id])]
         figures = {
             "hosts": len(self.cluster.hosts) - 1,  # the client host is not the platform's
@@ -219,7 +231,7 @@ class Scenario:
             "lost": len(lost),
             "duplicated_results": len(duplicated),
             "host_loss_recovery_s": self.figures["host_loss_recovery_s"],
-            "failover_s": self.figures.get("failover_s"),
+            "failover_s": self.figures["failover_s"],
             "failover_lost": sum(1 for job in near_failover if not ended(statuses[job.id])),
             "drain_cut_streams": len(cut),
             "failed": sum(1 for job in jobs if statuses[job.id] in ("failed", "cancelled")),
@@ -232,6 +244,7 @@ class Scenario:
             "last_second_succeeded": sum(1 for job in last_second if statuses[job.id] == "succeeded"),
             "drained_streams": len(self.draining),
             "drain_s": self.figures["drain_s"],
+            "old_master_restarted_as": self.figures["old_master_restarted_as"],
         }
         figures["run"] = self.cluster.network.prefix  # every namespace of the run is named after it
         figures["targets_met"] = (all(figures[key] == value for key, value in TARGETS.items())
