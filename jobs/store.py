@@ -69,8 +69,8 @@ def _guard_script() -> str:
     name ('' for none), event data, the writer's delivery number ('' for a writer outside a delivery,
     such as a cancel; 'new' to start a delivery), then field, value pairs. Moving a final job to its
     own status only adds fields it lacks (HSETNX). A write from a delivery older than the job's latest
-    is refused (fencing). A job leaves the in-flight index when it ends; a delivery that starts, or a
-    hand-over (queued again), stamps it there with the time. Returns 1 when applied (a started delivery:
+    is refused (fencing). A job leaves the in-flight index when it ends; a hand-over (queued again)
+    enters it with the time, and a delivery that starts stamps it there anew. Returns 1 when applied (a started delivery:
     its number), 0 when refused.
     """
     allowed = ",".join(f"{source.value}={lua_set(targets)}" for source, targets in TRANSITIONS.items())
@@ -97,8 +97,10 @@ if ARGV[3] ~= '' then
 end
 local id = string.sub(KEYS[1], {len(job_key(""))} + 1)
 if final[target] then redis.call('ZREM', KEYS[3], id)
-elseif ARGV[5] == '{NEW_DELIVERY}' or (target == '{JobStatus.QUEUED.value}' and current ~= target) then
+elseif target == '{JobStatus.QUEUED.value}' and current ~= target then
   redis.call('ZADD', KEYS[3], redis.call('TIME')[1], id)
+elseif ARGV[5] == '{NEW_DELIVERY}' then
+  redis.call('ZADD', KEYS[3], 'XX', redis.call('TIME')[1], id)
 end
 if ARGV[5] == '{NEW_DELIVERY}' then
 {NEXT_DELIVERY}

@@ -15,8 +15,9 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from helpers import job_store
-from jobs import holdings
+from jobs import holdings, transit
 from jobs.queues import redis_lists
+from jobs.store import IN_FLIGHT_KEY
 from tasks.reaper import Reaper
 
 BEAT_S = 0.2
@@ -27,6 +28,15 @@ def app():
     app = Celery("reaper-test", broker=os.environ["REDIS_URL"], set_as_current=False)
     yield app
     app.close()
+
+
+@pytest.fixture(autouse=True)
+def nothing_in_flight():
+    """The reaper also sends on jobs in flight whose message is lost (tests/test_transit.py): none here."""
+    redis = job_store().redis
+    redis.delete(IN_FLIGHT_KEY, transit.MISSING_KEY)
+    yield
+    redis.delete(IN_FLIGHT_KEY, transit.MISSING_KEY)
 
 
 @pytest.fixture

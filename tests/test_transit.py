@@ -105,7 +105,8 @@ def test_a_job_is_in_flight_from_its_handover_until_it_ends_stamped_at_each_chan
     assert stamp(deleted) is None, "a submission that could not be sent leaves nothing behind"
     recorded_only = uuid.uuid4().hex
     store.create(recorded_only, {"prompt": "p"})
-    assert stamp(recorded_only) is None, "only a record whose message is sent next is in flight"
+    assert store.start_delivery(recorded_only, JobStatus.GENERATING) and stamp(recorded_only) is None, \
+        "only a record whose message is sent next is in flight"
 
 
 def test_a_job_whose_message_waits_in_its_queue_or_is_taken_is_not_missing(app, store, messages):
