@@ -55,10 +55,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    from routing.embedder import Embedder
+    from routing.embedder import routing_embedder
     from routing.live import load_router
 
-    embedder = Embedder()
+    embedder = routing_embedder()
     router = load_router(*configured_files(get_settings()), embedder.encode)
     prompts = [row["prompt"] for row in load_labelled(args.data)]
     router.route("warm up")

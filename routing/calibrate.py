@@ -290,11 +290,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parser.error("--data is required (or --feedback, to refit the bundled labelled data plus feedback)")
         args.data, args.holdout = str(DATA_DIR / "dev.jsonl"), args.holdout or str(DATA_DIR / "test.jsonl")
 
-    from routing.embedder import Embedder
+    from routing.embedder import routing_embedder
     from routing.live import load_router
 
     routes_file, out = Path(args.routes), Path(args.out)
-    encode = _memoised(Embedder().encode)
+    encode = _memoised(routing_embedder().encode)
     try:
         table = load_route_table(routes_file)
         rows = load_labelled(args.data)

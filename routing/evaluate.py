@@ -190,12 +190,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--worst", type=int, default=WORST, help="how many misroutes to list")
     args = parser.parse_args(argv)
 
-    from routing.embedder import Embedder
+    from routing.embedder import routing_embedder
     from routing.live import load_router
 
     try:
         sets = [(path, load_labelled(path)) for path in args.data]
-        router = load_router(args.routes, args.params, Embedder().encode)
+        router = load_router(args.routes, args.params, routing_embedder().encode)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ from engines.provider import served_models
 from jobs import settings_client
 from jobs.store import JobStore
 from jobs.streams import TokenBatches
-from routing.embedder import Embedder
+from routing.embedder import Embedder, routing_embedder
 from routing.live import LiveRouter, configured_files
 from routing.router import Router
 from settings import Settings, get_settings
@@ -32,7 +32,7 @@ class WorkerContext:
     tokens: TokenBatches  # token events of every job this process runs, written in batches
     _live_router: Optional[LiveRouter] = None
     _router_lock: threading.Lock = field(default_factory=threading.Lock)
-    _embedder: Optional[Embedder] = None
+    _embedders: dict[str, Embedder] = field(default_factory=dict)  # by backend
     _embedder_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -54,18 +54,24 @@ class WorkerContext:
         """
         with self._router_lock:
             if self._live_router is None:
-                self._live_router = LiveRouter(self.embedder().encode, *configured_files(self.settings))
+                self._live_router = LiveRouter(self.routing_embedder().encode, *configured_files(self.settings))
         return self._live_router.get()
 
     def embedder(self) -> Embedder:
-        """The process's one embedder, shared by the router and the embeddings task: one copy of the
-        model in memory, and their calls merge into the same batches."""
-        with self._embedder_lock:
-            if self._embedder is None:
-                embedder = Embedder(settings=self.settings)
-                embedder.encode(["warm up"])  # load the model now (worker warm-up calls this), not on a job
-                self._embedder = embedder
-        return self._embedder
+        """The embeddings task's embedder (EMBEDDING_BACKEND): the model's own vectors."""
+        return self._embedder_for(Embedder(settings=self.settings))
+
+    def routing_embedder(self) -> Embedder:
+        """The router's embedder (ROUTING_EMBEDDING_BACKEND); the same object as `embedder()` when the two
+        backends are one, so that one copy of the model is in memory and their calls merge into batches."""
+        return self._embedder_for(routing_embedder(self.settings))
+
+    def _embedder_for(self, wanted: Embedder) -> Embedder:
+        with self._embedder_lock:  # an Embedder loads nothing until it encodes
+            if wanted.backend not in self._embedders:
+                wanted.encode(["warm up"])  # load the model now (worker warm-up calls this), not on a job
+                self._embedders[wanted.backend] = wanted
+            return self._embedders[wanted.backend]
 
 
 _context: Optional[WorkerContext] = None

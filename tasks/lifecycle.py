@@ -100,6 +100,7 @@ def _load_models_for(queues: set[str]) -> None:
     try:
         if ROUTING_QUEUE in queues:
             worker_context().router()
+            worker_context().embedder()  # POST /v1/embeddings' (the router's own when the backends agree)
         for tier in TIERS:
             if tier_queue(tier) in queues:
                 get_engine(tier)

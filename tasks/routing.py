@@ -48,8 +48,9 @@ def route(self, job: dict) -> Optional[dict]:
 def embed(texts: list[str]) -> dict:
     """Unit-length vectors for `texts` (one row each, in order), the tokens the model read and its id.
 
-    The router's own embedder encodes them: one copy of the model per worker, and these calls merge
-    into the router's batches. No job record is read or written.
+    The router's model encodes them, in its float form (EMBEDDING_BACKEND); concurrent calls merge into
+    batches, the router's own when EMBEDDING_BACKEND and ROUTING_EMBEDDING_BACKEND agree. No job record
+    is read or written.
     """
     context = worker_context()
     limit = context.settings.embedding_max_inputs

@@ -23,7 +23,7 @@ from cache.keys import normalise_text
 from cache.semantic import SemanticCache
 from engines.provider import served_models
 from helpers import job_store
-from routing.embedder import Embedder
+from routing.embedder import routing_embedder
 from settings import get_settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -40,7 +40,7 @@ def load_pairs(name: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def embedder():
-    return Embedder()
+    return routing_embedder()
 
 
 @pytest.fixture()

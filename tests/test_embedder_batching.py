@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from routing.embedder import Embedder
+from routing.embedder import Embedder, routing_embedder
 from settings import load_settings
 
 PROMPTS = ["hi there", "prove that sqrt 2 is irrational", "what does CPU stand for",
@@ -95,3 +95,16 @@ def test_onnx_and_torch_backends_give_the_same_vectors(embedder):
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="EMBEDDING_BACKEND"):
         Embedder(settings=load_settings({"EMBEDDING_BACKEND": "tensorflow"}))
+    with pytest.raises(ValueError, match="ROUTING_EMBEDDING_BACKEND"):
+        load_settings({"ROUTING_EMBEDDING_BACKEND": "int4"})
+
+
+def test_the_routers_int8_graph_stays_close_to_the_models_own_vectors():
+    texts = ["hello there", "Prove that the square root of two is irrational, step by step please.",
+             "¿cómo invierto una cadena en python?", "write a haiku about autumn rain",
+             "my docker container exits with code 137, why?", "merhaba, nasılsın?"]
+    exact, int8 = Embedder(backend="onnx").encode(texts), routing_embedder().encode(texts)
+    cosines = (exact * int8).sum(axis=1)
+    assert routing_embedder().backend == "onnx-int8" and int8.shape == exact.shape
+    assert float(cosines.min()) > 0.95 and float(cosines.mean()) > 0.98
+    assert float(cosines.max()) < 0.99999, "quantised: not the float graph under another name"

@@ -351,9 +351,9 @@ def _tier_accuracy(router, prompts: list[str], tier: str) -> float:
 @pytest.fixture(scope="module")
 def encode():
     from routing.calibrate import _memoised
-    from routing.embedder import Embedder
+    from routing.embedder import routing_embedder
 
-    return _memoised(Embedder().encode)
+    return _memoised(routing_embedder().encode)
 
 
 def _rate(client, router, prompt: str, body: dict) -> None:

@@ -12,7 +12,7 @@ import conftest
 from conftest import start_worker, stop_process, wait_for_queues
 from helpers import broker, job_store, wait_for_job
 from settings import get_settings
-from routing.embedder import Embedder
+from routing.embedder import routing_embedder
 from routing.intents import INTENTS_FILE
 from routing.live import LiveRouter
 from routing.params import PARAMS_FILE
@@ -24,7 +24,7 @@ HOT_QUEUE = "routing-hot-reload"
 
 @pytest.fixture(scope="module")
 def encode():
-    return Embedder().encode
+    return routing_embedder().encode
 
 
 @pytest.fixture()

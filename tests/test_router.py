@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from routing import evaluate, language, signals
-from routing.embedder import Embedder
+from routing.embedder import routing_embedder
 from routing.intents import RouteTable, load_route_table, parse_route_table, routes_path
 from routing.live import load_router
 from routing.params import params_path
@@ -14,7 +14,7 @@ from routing.router import (CODE_TASK, DEPTH_REQUEST, SHORT_FALLBACK, SHORT_FORE
 
 @pytest.fixture(scope="module")
 def embedder():
-    return Embedder()
+    return routing_embedder()
 
 
 @pytest.fixture(scope="module")

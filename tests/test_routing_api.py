@@ -5,7 +5,7 @@ import pytest
 
 from helpers import job_store, semantic_cache, wait_for_job
 from jobs.queues import generation_task
-from routing.embedder import Embedder
+from routing.embedder import routing_embedder
 from routing.intents import load_route_table, routes_path
 from routing.live import load_router
 from routing.params import params_path
@@ -19,7 +19,7 @@ EXPLANATION_FIELDS = {"intent", "tier", "score", "threshold", "rule", "top", "la
 @pytest.fixture(scope="module")
 def local_router():
     """The router the worker should be running: same files, same model."""
-    return load_router(routes_path(), params_path(), Embedder().encode)
+    return load_router(routes_path(), params_path(), routing_embedder().encode)
 
 
 def assert_explains(routing: dict) -> None:

@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 from routing import calibrate, evaluate
 from routing.calibrate import fit_thresholds
-from routing.embedder import Embedder
+from routing.embedder import routing_embedder
 from routing.intents import INTENTS_FILE, load_route_table
 from routing.labelled import load_labelled, split_dev_test
 from routing.live import load_router
@@ -139,7 +139,7 @@ def test_calibrate_on_the_fixture_writes_parameters_the_router_loads(tmp_path, c
     assert set(params.thresholds) == {i.name for i in table.intents}
     assert params.routes_fingerprint == table.fingerprint()
     assert json.loads(out.read_text())["fit"]["chosen"] == report["chosen"]
-    router = load_router(small_routes, out, Embedder().encode)
+    router = load_router(small_routes, out, routing_embedder().encode)
     assert router.scoring == params.scoring
 
     # a second run measures the file just written as its "before"

@@ -1,8 +1,9 @@
 """`POST /v1/embeddings`, OpenAI-compatible: sentence vectors from the routing worker's embedder.
 
 The web app validates the request and sends the texts to the routing queue by task name
-(`tasks.routing.embed`); the routing worker encodes them with the embedder its router uses
-(all-MiniLM-L6-v2, 384 dimensions, unit length), merged into its batches. No job record is kept.
+(`tasks.routing.embed`); the routing worker encodes them with the router's model in its float form
+(all-MiniLM-L6-v2, EMBEDDING_BACKEND; 384 dimensions, unit length), merged into batches. No job record
+is kept.
 Nothing here loads a model.
 """
 from __future__ import annotations
