@@ -32,7 +32,7 @@ needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason=NOT_INSTALLED.forma
 needs_prometheus = pytest.mark.skipif(PROMETHEUS is None, reason=NOT_INSTALLED.format("prometheus"))
 
 ALERTS = {"LLMScrapeTargetDown", "LLMNoLiveWorker", "LLMQueueNearBackpressureLimit", "LLMSlowFirstToken",
-          "LLMHighErrorRatio", "LLMRedisDown", "LLMEngineStalled"}
+          "LLMHighErrorRatio", "LLMRedisDown", "LLMEngineStalled", "LLMLostMessages"}
 QUEUES = {"routing", "small-queue", "large-queue"}
 TIERS = {"small", "large"}
 # The scrape jobs of a `make run` host: the web app on PORT, each worker on its METRICS_PORT.
