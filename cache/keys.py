@@ -12,8 +12,9 @@ from jobs.request import job_messages
 # `response_format` changes it only through the grammar made from it (its name, description and
 # `strict` change nothing), and the grammar is part of the key. `priority` only orders the queue; it
 # must stay out, or an answer stored after fair share lowered a job's priority would be kept under a
-# key that the same request, looked up before, never finds.
-NOT_ANSWER_FIELDS = frozenset({"prompt", "messages", "cache", "stream", "response_format", "priority"})
+# key that the same request, looked up before, never finds. `escalate` only says whether a weak small answer
+# may be redone on large (OpenAI streams default to false): keyed, it would split streamed from plain requests.
+NOT_ANSWER_FIELDS = frozenset({"prompt", "messages", "cache", "stream", "response_format", "priority", "escalate"})
 # Fields that only change which token a draw picks: a greedy (temperature 0) answer ignores them.
 DRAW_FIELDS = frozenset({"top_p", "top_k", "min_p", "seed"})
 SPACES = re.compile(r"\s+")

@@ -309,6 +309,8 @@ def start_worker_server(host: str, port: int, engines: Callable[[], Mapping[str,
             log.warning("Prometheus metrics are not served on %s:%d: %s", host, port, err)
             return False
         state.registry.register(EngineCollector(engines))
+        for queue in QUEUES:  # a rare event's counter is at 0 from the start, so increase() sees its first one
+            _metric("llm_lost_messages_total").labels(queue)
         state.serving = True
     log.info("Prometheus metrics on http://%s:%d/metrics", host, port)
     return True

@@ -72,6 +72,15 @@ _LATIN_LETTERS = {
 _WORD = re.compile(r"[^\W\d_]+")
 
 
+def script_of(ch: str) -> str:
+    """The script of a letter: LATIN for ASCII and accented Latin letters, else the first word of its
+    Unicode name (CYRILLIC, ARABIC, CJK, HANGUL, DEVANAGARI...)."""
+    if ch.isascii():
+        return "LATIN"
+    name = unicodedata.name(ch, "")
+    return name.split(" ", 1)[0] if name else "?"
+
+
 def detect_lang(text: str) -> str:
     """The ISO 639-1 code of the prompt's language, guessed cheaply: the Unicode script for non-Latin
     scripts (kana -> ja before Han -> zh; Cyrillic ru/uk, Arabic ar/fa/ur, Devanagari hi/mr by a few
@@ -82,11 +91,7 @@ def detect_lang(text: str) -> str:
     for ch in text:
         if ch.isalpha():
             letters += 1
-            if ch.isascii():
-                counts["LATIN"] += 1
-            else:
-                name = unicodedata.name(ch, "")
-                counts[name.split(" ", 1)[0] if name else "?"] += 1
+            counts[script_of(ch)] += 1
     if not letters:
         return "en"
     if counts["HIRAGANA"] + counts["KATAKANA"]:

@@ -22,7 +22,8 @@ a millisecond for a page of code.
 from __future__ import annotations
 
 import re
-import unicodedata
+
+from routing.language import script_of
 
 # Only the start of a long prompt is examined (cues sit at the start, and the cost stays bounded).
 SCAN_CHARS = 4000
@@ -247,15 +248,6 @@ def asks_for_work(text: str) -> bool:
 # and Japanese words are one to three characters, Thai and Lao ones several).
 _UNSPACED_CHARS_PER_WORD = {"CJK": 1.5, "HIRAGANA": 2.0, "KATAKANA": 3.0, "THAI": 4.0, "LAO": 4.0, "KHMER": 4.0,
                             "MYANMAR": 4.0, "TIBETAN": 3.0}
-
-
-def script_of(ch: str) -> str:
-    """The script of a letter: LATIN for ASCII and accented Latin letters, else the first word of its
-    Unicode name (CYRILLIC, ARABIC, CJK, HANGUL, DEVANAGARI...)."""
-    if ch.isascii():
-        return "LATIN"
-    name = unicodedata.name(ch, "")
-    return name.split(" ", 1)[0] if name else "?"
 
 
 def profile(text: str) -> tuple[float, float]:

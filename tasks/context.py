@@ -13,7 +13,7 @@ from engines.provider import served_models
 from jobs import settings_client
 from jobs.store import JobStore
 from jobs.streams import TokenBatches
-from routing.embedder import Embedder, routing_embedder
+from routing.embedder import Embedder
 from routing.live import LiveRouter, configured_files
 from routing.router import Router
 from settings import Settings, get_settings
@@ -59,19 +59,20 @@ class WorkerContext:
 
     def embedder(self) -> Embedder:
         """The embeddings task's embedder (EMBEDDING_BACKEND): the model's own vectors."""
-        return self._embedder_for(Embedder(settings=self.settings))
+        return self._embedder_for(self.settings.embedding_backend.strip())
 
     def routing_embedder(self) -> Embedder:
         """The router's embedder (ROUTING_EMBEDDING_BACKEND); the same object as `embedder()` when the two
         backends are one, so that one copy of the model is in memory and their calls merge into batches."""
-        return self._embedder_for(routing_embedder(self.settings))
+        return self._embedder_for(self.settings.routing_embedding_backend.strip())
 
-    def _embedder_for(self, wanted: Embedder) -> Embedder:
-        with self._embedder_lock:  # an Embedder loads nothing until it encodes
-            if wanted.backend not in self._embedders:
-                wanted.encode(["warm up"])  # load the model now (worker warm-up calls this), not on a job
-                self._embedders[wanted.backend] = wanted
-            return self._embedders[wanted.backend]
+    def _embedder_for(self, backend: str) -> Embedder:
+        with self._embedder_lock:
+            if backend not in self._embedders:
+                embedder = Embedder(backend=backend, settings=self.settings)
+                embedder.encode(["warm up"])  # load the model now (worker warm-up calls this), not on a job
+                self._embedders[backend] = embedder
+            return self._embedders[backend]
 
 
 _context: Optional[WorkerContext] = None

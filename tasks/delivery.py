@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Optional
+from typing import NoReturn, Optional
 
 import redis
-from celery import Task
+from celery import Celery, Task
 from celery.exceptions import Ignore
 from kombu.exceptions import OperationalError
 
 from jobs.control import cancel_requested
+from jobs import transit
+from jobs.queues import generation_task, job_priority, task_queue
 from jobs.sentinel import replicated
 from jobs.status import JobStatus
 from tasks.context import worker_context
@@ -86,10 +88,21 @@ class JobTask(Task):
     def _send_again(self) -> None:
         # A connection of its own: the worker's pooled producer may still hold the channel that failed
         # (Celery's own retry then gives up on the message).
-        priority = (self.request.delivery_info or {}).get("priority")
         with self.app.connection_for_write() as connection:
-            self.app.send_task(self.name, args=self.request.args, kwargs=self.request.kwargs, task_id=self.request.id,
-                               priority=priority, connection=connection)
+            send_on(self.app, worker_context().store.redis, self.request.id, connection)
+
+
+def send_on(app: Celery, client: redis.Redis, job_id: str, connection=None) -> Optional[str]:
+    """Send the job on from the stage its record is in (jobs.transit.pending_message), at its priority; the
+    queue it went to, or None when it has ended. From the record, not from the task that failed: a task whose
+    move to the other tier landed but whose replacement's publish failed must not run its old tier again."""
+    message = transit.pending_message(client, job_id)
+    if message is None:
+        return None
+    name, args, job = message
+    app.send_task(name, args=args, task_id=job_id, priority=job_priority(job), connection=connection)
+    transit.sent_again(client, job_id)
+    return task_queue(name)
 
 
 def settle(task: Task) -> None:
@@ -104,6 +117,14 @@ def settle(task: Task) -> None:
     if not replicated(context.store.redis, settings.redis_min_replicas, settings.redis_replica_wait_ms):
         log.warning("job %s: no %d replica(s) acknowledged its writes within %d ms", task.request.id,
                     settings.redis_min_replicas, settings.redis_replica_wait_ms)
+
+
+def hand_over(task: Task, job: dict, routing: dict) -> NoReturn:
+    """Replace `task` by the generation task of `routing`'s tier (same job id, the job's priority), once
+    replicas hold the job's move to `queued` (`settle`): routing's hand-over, a fallback, an escalation."""
+    settle(task)
+    target = task.app.tasks[generation_task(routing["tier"])]
+    raise task.replace(target.s(job, routing).set(priority=job_priority(job)))
 
 
 def start_stage(task: Task, status: JobStatus, **fields) -> bool:

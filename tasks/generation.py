@@ -11,11 +11,10 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from engines.base import Engine, EngineStalled
 from engines.confidence import WEAK_ANSWER, AnswerStats, EscalationRule
 from engines.provider import get_engine
-from jobs.queues import generation_task, job_priority
 from jobs.status import JobStatus
 from tasks.answer import Answers, generation_request
 from tasks.context import WorkerContext, worker_context
-from tasks.delivery import fence, settle, start_stage
+from tasks.delivery import fence, hand_over, settle, start_stage
 from tasks.fallback import after_failure, escalated
 from tasks.watch import GenerationWatch
 
@@ -36,7 +35,7 @@ def run_generation(task: Task, tier: str, job: dict, routing: dict) -> Optional[
     try:
         return _generate(context, task, tier, job, routing, engine, started)
     except EngineStalled as stalled:
-        _fall_back(context, task, tier, job, routing, "engine_stalled", stalled)
+        _fall_back(context, task, tier, job, routing, "engine_stalled", stalled, None)
 
 
 def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing: dict, engine: Engine,
@@ -77,10 +76,9 @@ def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing:
         log.warning("job %s: delivery %s stopped, a later delivery runs the job", job_id, delivery)
         return None
     if answers.cancelled and watch.reason == "timeout":
-        # What this tier generated before it gave up was work done: it is billed before the job moves on.
-        context.meter.record(job.get("key_id"), prompt_tokens=answers.prompt_tokens, completion_tokens=tokens)
+        # What this tier generated before it gave up was work done: it is billed as the job moves on.
         _fall_back(context, task, tier, job, routing, "timeout", SoftTimeLimitExceeded(
-            f"the {tier} tier did not finish within {task.soft_time_limit:g}s"))
+            f"the {tier} tier did not finish within {task.soft_time_limit:g}s"), answers)
     finished = time.time()
     verdict = _judge(context, task, tier, job, routing, answers, started, finished) if judged else None
     result = {
@@ -150,30 +148,38 @@ def _judge(context: WorkerContext, task: Task, tier: str, job: dict, routing: di
     moved = escalated(routing, WEAK_ANSWER, details)
     if moved is None:
         return stats
-    context.meter.record(job.get("key_id"), prompt_tokens=answers.prompt_tokens, completion_tokens=answers.tokens)
     _move(context, task, tier, job, moved, f"weak answer (mean log-probability {stats.mean_logprob:.3f}, "
                                            f"minimum {stats.min_logprob:.3f}, low share {stats.low_share:.2f})",
-          logging.INFO)  # routine, not a fault
+          answers, logging.INFO)  # routine, not a fault
     return stats  # not reached: _move raises
 
 
 def _fall_back(context: WorkerContext, task: Task, tier: str, job: dict, routing: dict, reason: str,
-               failure: Exception) -> None:
-    """Hand the job to the other tier (same job id), or fail it with `failure` when it may not fall back."""
+               failure: Exception, work_done: Optional[Answers]) -> None:
+    """Hand the job to the other tier (same job id), or fail it with `failure` when it may not fall back;
+    `work_done` (what this tier generated first) is billed either way."""
     moved = after_failure(context.settings, routing, reason)
     if moved is None:
+        _bill(context, job, work_done)
         raise failure
-    _move(context, task, tier, job, moved, failure)
+    _move(context, task, tier, job, moved, failure, work_done)
 
 
 def _move(context: WorkerContext, task: Task, tier: str, job: dict, moved: dict, why: object,
-          level: int = logging.WARNING) -> None:
-    """Queue the job again on `moved`'s tier (same job id), replacing this task."""
+          work_done: Optional[Answers], level: int = logging.WARNING) -> None:
+    """Queue the job again on `moved`'s tier (same job id), replacing this task; `work_done` is billed once,
+    by the delivery whose move landed."""
     if not context.store.move(task.request.id, JobStatus.QUEUED, fence=fence(task), routing=moved):
         raise Ignore()  # a later delivery runs the job (or it ended): no second task for it
+    _bill(context, job, work_done)
     log.log(level, "job %s moves from the %s tier to %s: %s", task.request.id, tier, moved["tier"], why)
-    target = task.app.tasks[generation_task(moved["tier"])]
-    raise task.replace(target.s(job, moved).set(priority=job_priority(job)))
+    hand_over(task, job, moved)
+
+
+def _bill(context: WorkerContext, job: dict, work_done: Optional[Answers]) -> None:
+    if work_done is not None:
+        context.meter.record(job.get("key_id"), prompt_tokens=work_done.prompt_tokens,
+                             completion_tokens=work_done.tokens)
 
 
 def _timings(record: dict, started: float, first_token_at: float, finished: float) -> dict:

@@ -28,8 +28,8 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
 from jobs import holdings, transit
-from jobs.queues import job_priority, task_queue
 from monitoring import prometheus
+from tasks.delivery import send_on
 
 log = logging.getLogger(__name__)
 REDIS_BROKERS = ("redis://", "rediss://", "redis+socket://", "sentinel://")
@@ -107,14 +107,10 @@ class Reaper:
         confirmed = transit.confirmed_missing(self.client, options, self._unacked_key(), self.heartbeat_s)
         sent = []
         for job_id in sorted(confirmed):
-            message = transit.pending_message(self.client, job_id)
-            if message is None:
-                continue
-            name, args, job = message
-            self.app.send_task(name, args=args, task_id=job_id, priority=job_priority(job))
-            transit.sent_again(self.client, job_id)
-            prometheus.lost_message(task_queue(name))
-            sent.append(job_id)
+            queue = send_on(self.app, self.client, job_id)
+            if queue is not None:
+                prometheus.lost_message(queue)
+                sent.append(job_id)
         if sent:
             log.warning("sent again %d jobs whose message was lost: %s", len(sent),
                         ", ".join(sent))

@@ -7,11 +7,11 @@ from typing import Optional
 
 from celery import shared_task
 
-from jobs.queues import EMBED_TASK, TIERS, generation_task, job_priority
+from jobs.queues import EMBED_TASK, TIERS
 from jobs.status import JobStatus
 from routing.router import decision_without_embedding
 from tasks.context import worker_context
-from tasks.delivery import JobTask, fence, settle, start_stage
+from tasks.delivery import JobTask, fence, hand_over, start_stage
 from tasks.escalation import arm
 from tasks.fallback import with_live_tier
 
@@ -39,9 +39,7 @@ def route(self, job: dict) -> Optional[dict]:
         return cached
     if store.delivery(self.request.id) != fence(self):
         return None  # a later delivery routes the job: it hands it on, not this one
-    settle(self)
-    target = self.app.tasks[generation_task(routing["tier"])]
-    raise self.replace(target.s(job, routing).set(priority=job_priority(job)))
+    hand_over(self, job, routing)
 
 
 @shared_task(name=EMBED_TASK)

@@ -13,14 +13,14 @@ from typing import Optional
 
 from sqlalchemy import Engine, delete, select
 
+from jobs.queues import TIERS
 from tenants.keys import epoch, now
 from tenants.ledger import _dialect_insert
 from tenants.meter import NO_KEY
 from tenants.schema import job_feedback
 
 RATINGS = ("up", "down")
-TIERS = ("small", "large")
-COMMENT_MAX_CHARS = 500
+COMMENT_MAX_CHARS = 500  # the API's limit (webapp.schemas)
 # Feedback keeps the prompt; PostgreSQL text cannot hold NUL, which JSON (and so a job's prompt) can.
 _NUL = "\x00"
 

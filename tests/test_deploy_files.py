@@ -544,14 +544,24 @@ def test_compose_redis_is_a_master_a_replica_and_three_sentinels():
     # Both data nodes start through deploy/redis-node.sh (tests/test_sentinel.py runs it): redis-master first,
     # afterwards whichever node the sentinels name; neither names --replicaof itself.
     assert compose()["configs"]["redis-node"]["file"] == "./redis-node.sh"
-    for name in ("redis-master", "redis-replica"):
-        node = services[name]
-        assert node["entrypoint"][:2] == ["sh", "/usr/local/bin/redis-node.sh"] and "--replicaof" not in node["command"]
-        assert {"source": "redis-node", "target": "/usr/local/bin/redis-node.sh"} in node["configs"]
-        assert node["environment"]["NODE"] == name and node["environment"]["FIRST_MASTER"] == "redis-master"
-        assert set(node["environment"]["SENTINELS"].split()) == {f"{sentinel}:26379" for sentinel in sentinels}
     conf = (DEPLOY / compose()["configs"]["sentinel"]["file"]).read_text()
     master, host, port, quorum = re.search(r"^sentinel monitor (\S+) (\S+) (\d+) (\d+)$", conf, re.MULTILINE).groups()
+    for name in ("redis-master", "redis-replica"):
+        node = services[name]
+        # The image's own entry point comes next: it drops to the redis user and turns protected mode off.
+        assert node["entrypoint"] == ["sh", "/usr/local/bin/redis-node.sh", "docker-entrypoint.sh"]
+        assert "--replicaof" not in node["command"]
+        assert {"source": "redis-node", "target": "/usr/local/bin/redis-node.sh"} in node["configs"]
+        env = node["environment"]
+        # The sentinels announce nodes by these names: NODE must be the one its node announces, or the script
+        # would take its own name for another node's.
+        assert env["NODE"] == name == node["command"][node["command"].index("--replica-announce-ip") + 1]
+        assert env["FIRST_MASTER"] == "redis-master" and env["MASTER_NAME"] == master
+        assert set(env["SENTINELS"].split()) == {f"{sentinel}:26379" for sentinel in sentinels}
+        assert node["volumes"] == [f"{name}:/data"], "its data, which makes it wait for the sentinels after a restart"
+    for name in sentinels:  # each keeps what it learnt (a failover) across restarts: a volume, copied once
+        assert services[name]["volumes"] == [f"{name}:/data"] and "[ -f /data/sentinel.conf ] ||" in services[name]["entrypoint"][2]
+        assert services[name]["depends_on"]["redis-master"]["condition"] == "service_started"
     assert (host, port, len(sentinels)) == ("redis-master", "6379", 3)
     assert len(sentinels) // 2 < int(quorum) <= len(sentinels), "a majority of the sentinels"
     # The services name the sentinels (jobs.sentinel), each of them, and the master they monitor.

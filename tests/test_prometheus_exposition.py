@@ -354,6 +354,13 @@ def test_every_worker_samples_the_queue_depths(worker_metrics_urls):
             s, "llm_queue_depth", "queue")) == set(QUEUES)), 30, f"{name}'s queue depths")
 
 
+def test_every_worker_counts_lost_messages_from_zero(worker_metrics_urls):
+    # The series exist before the first loss, or LLMLostMessages' increase() could not see that loss.
+    for name, url in worker_metrics_urls.items():
+        _, samples = scrape_url(url)
+        assert set(label_values(samples, "llm_lost_messages_total", "queue")) == set(QUEUES), name
+
+
 def test_the_served_web_app_exposes_presence(live_server):
     text, samples = scrape_url(f"{live_server}/metrics")
     assert value(samples, "llm_redis_up") == 1

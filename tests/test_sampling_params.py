@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cache.keys import deterministic, exact_key
+from cache.keys import deterministic, exact_key, semantic_namespace
 from engines.base import GenerationChunk
 from engines.stops import StopMatcher
 from helpers import app_with
@@ -106,6 +106,14 @@ def test_draw_only_fields_leave_a_greedy_answer_and_its_cache_key_alone():
     for changes in ({"presence_penalty": 1.0}, {"repetition_penalty": 1.3}, {"stop": ["."]}, {"n": 2},
                     {"logprobs": 2}, {"grammar": "root ::= \"x\""}, {"raw_prompt": True}):
         assert exact_key(_job(**changes), models) != plain, changes
+
+
+def test_a_streamed_request_and_one_that_may_not_escalate_share_the_plain_requests_cache_entries():
+    # OpenAI streams carry "escalate": false by default (webapp.openai_format): keyed, it would split them off.
+    models = {"small": "s", "large": "l"}
+    plain = exact_key(_job(), models)
+    assert exact_key(_job(stream=True, escalate=False), models) == exact_key(_job(escalate=True), models) == plain
+    assert semantic_namespace(_job(escalate=False), "s", "small", 384) == semantic_namespace(_job(), "s", "small", 384)
 
 
 def test_a_seeded_draw_is_cached_under_its_seed_and_settings():

@@ -186,12 +186,15 @@ def test_no_job_accepted_before_a_failover_is_lost(sentinels):
     assert not missing
 
 
-def _redis_node(port: int, first_master_port: int, sentinel_ports: list[int], log_dir) -> subprocess.Popen:
+def _redis_node(port: int, first_master_port: int, sentinel_ports: list[int], log_dir, data_dir=None,
+                wait_s: int = 60) -> subprocess.Popen:
     """redis-server on `port` started as deploy/redis-node.sh starts a data node of the group."""
+    data_dir = data_dir or log_dir
     env = {**os.environ, "NODE": "127.0.0.1", "REDIS_PORT": str(port), "FIRST_MASTER": f"127.0.0.1:{first_master_port}",
-           "SENTINELS": " ".join(f"127.0.0.1:{p}" for p in sentinel_ports), "MASTER_NAME": MASTER}
+           "SENTINELS": " ".join(f"127.0.0.1:{p}" for p in sentinel_ports), "MASTER_NAME": MASTER,
+           "DATA_DIR": str(data_dir), "SENTINEL_WAIT_S": str(wait_s)}
     argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", str(log_dir)]
+            "--dir", str(data_dir)]
     return subprocess.Popen(["sh", str(REDIS_NODE), *argv], env=env, stdout=open(log_dir / f"node-{port}.log", "ab"),
                             stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -224,4 +227,30 @@ def test_a_failed_master_restarts_as_a_replica_of_the_promoted_one_never_as_a_ma
     sentinels.master.wait()
     sentinels.procs.append(_redis_node(sentinels.master_port, sentinels.master_port, sentinels.sentinel_ports,
                                        sentinels.dir))
+    assert _role_once_up(sentinels.master_port) == ("slave", sentinels.replica_port)
+
+
+def test_a_node_holding_data_waits_for_the_sentinels_before_it_falls_back_to_the_first_master(sentinels):
+    """A cold restart after a failover (a reboot): the old master's data is on disk and the sentinels start
+    after it. Taking FIRST_MASTER at once, it would be a master beside the promoted one."""
+    client = redis_client(sentinels.url, 0.5, MASTER)
+    _fail_over(sentinels, lambda: client.set("after", 1))
+    sentinels.master.wait()
+    sentinel_procs = sentinels.procs[2:]
+    for proc in sentinel_procs:  # every sentinel down; each keeps its rewritten file (it names the new master)
+        proc.kill()
+        proc.wait()
+    data = sentinels.dir / "old-master"
+    data.mkdir()
+    (data / "appendonlydir").mkdir()  # what a restarted node finds: data of its own (not read: appendonly no)
+    node = _redis_node(sentinels.master_port, sentinels.master_port, sentinels.sentinel_ports, sentinels.dir,
+                       data_dir=data, wait_s=60)
+    sentinels.procs.append(node)
+    time.sleep(1)  # the node is waiting, not started (nothing listens on its port yet)
+    assert node.poll() is None and not _succeeds(redis.Redis(port=sentinels.master_port, socket_connect_timeout=0.2).ping)
+    for port in sentinels.sentinel_ports:
+        log = open(sentinels.dir / f"sentinel-{port}.log", "ab")
+        sentinels.procs.append(subprocess.Popen(["redis-server", str(sentinels.dir / f"sentinel-{port}.conf"),
+                                                 "--sentinel"], stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True))
     assert _role_once_up(sentinels.master_port) == ("slave", sentinels.replica_port)

@@ -93,7 +93,8 @@ def test_a_job_is_in_flight_from_its_handover_until_it_ends_stamped_at_each_chan
     store.redis.zadd(IN_FLIGHT_KEY, {job_id: 1})
     assert store.move(job_id, JobStatus.QUEUED, routing={"tier": "small"}) and stamp(job_id) > 1, \
         "routing hands it to its tier: a new message on its way"
-    assert store.start_delivery(job_id, JobStatus.GENERATING) and stamp(job_id)
+    store.redis.zadd(IN_FLIGHT_KEY, {job_id: 1})
+    assert store.start_delivery(job_id, JobStatus.GENERATING) and stamp(job_id) > 1, "stamped again"
     assert store.annotate(job_id, tokens_so_far=3) and stamp(job_id), "still in flight while it runs"
     assert store.move(job_id, JobStatus.SUCCEEDED) and stamp(job_id) is None, "it ended"
     cancelled = uuid.uuid4().hex
@@ -120,7 +121,7 @@ def test_a_job_whose_message_waits_in_its_queue_or_is_taken_is_not_missing(app, 
         assert job_id not in [message[0] for message in waiting(app, ROUTING_QUEUE)]
         assert transit.missing(store.redis, options, unacked) == set()
         taken.ack()
-    assert transit.missing(store.redis, options, unacked) == {job_id}, "acknowledged, yet no delivery began"
+    assert transit.missing(store.redis, options, unacked) == {job_id}, "acknowledged, and the job has not ended"
 
 
 def test_a_missing_message_is_confirmed_only_on_a_second_look_a_beat_later(app, store):
@@ -168,3 +169,18 @@ def test_the_reaper_sends_a_lost_message_on_again_from_the_stage_the_record_is_i
     assert ended not in routing and store.redis.zscore(IN_FLIGHT_KEY, ended) is None
     assert store.redis.zscore(IN_FLIGHT_KEY, unrouted) > time.time() - 5, "in flight again, from now"
     assert reaper.beat() == 0, "sent once: its message is in its queue now"
+
+
+def test_a_task_that_met_an_outage_is_sent_on_from_the_record_not_as_the_task_it_was(app, store, messages):
+    """A small delivery moved its job to large (the record says so), then its replacement's publish failed:
+    tasks.delivery sends the job on from the record, to the large tier, as the reaper would."""
+    from tasks.delivery import send_on
+
+    escalated = {"tier": "large", "intent": "casual", "rule": "matched", "fallback": {"from": "small", "to": "large"}}
+    job_id = queued_job(store, routing=escalated)
+    messages.append(job_id)
+    assert send_on(app, store.redis, job_id) == tier_queue("large")
+    assert [m[1] for m in waiting(app, tier_queue("large")) if m[0] == job_id] == [generation_task("large")]
+    assert not [m for m in waiting(app, tier_queue("small")) if m[0] == job_id]
+    store.move(job_id, JobStatus.SUCCEEDED)
+    assert send_on(app, store.redis, job_id) is None, "an ended job is not sent on"

@@ -6,8 +6,10 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, jsonify
 from marshmallow import INCLUDE, Schema, fields
 
+from jobs.queues import TIERS
 from jobs.status import JobStatus
 from settings import Settings
+from tenants.feedback import RATINGS
 from webapp.context import web
 from webapp import embeddings
 from webapp.openai_schemas import ChatCompletionRequestSchema, CompletionRequestSchema
@@ -74,8 +76,8 @@ class FeedbackSchema(Schema):
     """`POST /v1/jobs/<id>/feedback`: the feedback as kept (the prompt is kept too, not shown)."""
 
     job_id = fields.String(required=True)
-    rating = fields.String(required=True, metadata={"enum": ["up", "down"]})
-    tier_wanted = fields.String(allow_none=True, metadata={"enum": ["small", "large"]})
+    rating = fields.String(required=True, metadata={"enum": list(RATINGS)})
+    tier_wanted = fields.String(allow_none=True, metadata={"enum": list(TIERS)})
     comment = fields.String(allow_none=True)
     routed_tier = fields.String(allow_none=True)
     routed_intent = fields.String(allow_none=True)

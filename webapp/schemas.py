@@ -9,8 +9,9 @@ from typing import Iterable, Optional
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates, validates_schema
 
-from jobs.queues import DEFAULT_PRIORITY
+from jobs.queues import DEFAULT_PRIORITY, TIERS
 from settings import Settings, get_settings
+from tenants.feedback import COMMENT_MAX_CHARS, RATINGS
 from webapp.fields import StrictBoolean, StrictFloat, StrictInteger
 from webapp.sampling import (DEFAULT_MAX_TOKENS, MAX_N, MAX_TOP_LOGPROBS, SAMPLING_INPUTS, TEMPERATURE_RANGE,
                              SamplingFields, logprobs_field, sampling_job_fields)
@@ -34,10 +35,7 @@ class LimitedSchema(Schema):
         """Valid Unicode, and within the prompt's character and token limits all together."""
         texts = list(texts)
         for text in texts:
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:  # JSON can carry lone surrogates, which are no text
-                raise ValidationError(f"{what} must be valid Unicode text.") from None
+            check_unicode(text, what)
         limits = self.settings
         if sum(len(text) for text in texts) > limits.prompt_max_chars:
             raise ValidationError(f"{what} is longer than {limits.prompt_max_chars} characters.")
@@ -94,7 +92,11 @@ class JobRequestSchema(LimitedSchema, SamplingFields):
         self.check_max_tokens(value)
 
 
-FEEDBACK_COMMENT_MAX_CHARS = 500
+def check_unicode(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # JSON can carry lone surrogates, which are no text
+        raise ValidationError(f"{what} must be valid Unicode text.") from None
 
 
 class FeedbackRequestSchema(Schema):
@@ -104,17 +106,14 @@ class FeedbackRequestSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    rating = fields.String(required=True, validate=validate.OneOf(["up", "down"]))
-    tier = fields.String(validate=validate.OneOf(["small", "large"]), metadata={
+    rating = fields.String(required=True, validate=validate.OneOf(RATINGS))
+    tier = fields.String(validate=validate.OneOf(TIERS), metadata={
         "description": "with rating `down`: the tier that should have answered"})
-    comment = fields.String(validate=validate.Length(max=FEEDBACK_COMMENT_MAX_CHARS))
+    comment = fields.String(validate=validate.Length(max=COMMENT_MAX_CHARS))
 
     @validates("comment")
     def comment_is_text(self, value: str, **_) -> None:
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:  # JSON can carry lone surrogates, which are no text
-            raise ValidationError("Comment must be valid Unicode text.") from None
+        check_unicode(value, "Comment")
         if "\x00" in value:
             raise ValidationError("Comment must not contain NUL characters.")
 
