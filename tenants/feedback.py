@@ -13,7 +13,7 @@ from typing import Optional
 
 from sqlalchemy import Engine, delete, select
 
-from jobs.queues import TIERS
+from settings import TIERS
 from tenants.keys import epoch, now
 from tenants.ledger import _dialect_insert
 from tenants.meter import NO_KEY

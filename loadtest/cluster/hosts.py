@@ -141,7 +141,7 @@ class Cluster:
                 "--save", "", "--appendonly", "no", "--dir", str(host.directory)]
         env = {"NODE": host.address, "FIRST_MASTER": first_master.address, "MASTER_NAME": SENTINEL_MASTER,
                "SENTINELS": " ".join(f"{address}:{SENTINEL_PORT}" for address in self.sentinels),
-               "REDIS_PORT": str(REDIS_PORT)}
+               "REDIS_PORT": str(REDIS_PORT), "DATA_DIR": str(host.directory)}
         host.start("redis", ["sh", str(REDIS_NODE_SCRIPT), *argv], env)
 
     def start_sentinel(self, host: Host, master: str, down_after_ms: int) -> None:
