@@ -1,16 +1,20 @@
 """Following a job live: `follow_job` replays a job's stream from any point and follows it until the
-job ends. A job can end without a `final` entry (a cache hit, a failure, a cancellation): then the
-final event is made from the job record, so a reader never waits for nothing.
+job ends; `wait_for_end` waits for the end alone. A job can end without a `final` entry (a cache
+hit, a failure, a cancellation): then the final event is made from the job record, so a reader never
+waits for nothing.
 
 Following costs no Redis traffic per reader: each process has a `StreamHub` (the web app's on
 a Redis client of its own), a thread (a greenlet under gevent) that reads every followed stream
-with one blocking multi-key XREAD and another that checks the followed jobs' statuses in one
-script call, and they hand the events to the readers' queues. A reader only reads Redis itself
-when it starts (the replay, so that an ended job answers at once), when its job has ended (the
-last entries) and at its deadline.
+with one blocking multi-key XREAD, one that hears every job's end (the guard script publishes it on
+ENDED_CHANNEL) and one that checks the followed jobs' records now and then (records gone, ends
+published while the hub was not listening), and they hand the events to the readers' queues. A
+reader only reads Redis itself when it starts (the replay, so that an ended job answers at once),
+when its job has ended (the last entries) and at its deadline. A reader of the end alone (a
+synchronous request) costs no stream read at all.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -22,7 +26,7 @@ from typing import Iterator, Optional, Union
 import redis
 
 from jobs.status import FINAL_STATUSES
-from jobs.store import JobStore, job_key, lua_set, stream_key
+from jobs.store import ENDED_CHANNEL, JobStore, job_key, lua_set, stream_key
 from jobs.streams import (StreamEvent, entry_order, final_from_record, finished_record, parse_entries,
                           read_after)
 
@@ -30,13 +34,14 @@ log = logging.getLogger(__name__)
 
 # How long the hub's XREAD blocks (also bounded by half the client's socket timeout; Redis times
 # blocked reads out on its 100 ms ticks, so a round can take twice this). A reader that joins cuts
-# the blocked read short. Readers at rest cost one XREAD per round in all.
+# the blocked read short. Readers at rest cost one XREAD per round in all. The end listener waits
+# as long for a notice between its looks at its connection.
 HUB_BLOCK_S = 0.1
-# How often the hub checks the followed jobs' statuses (one script call for all of them): how late
-# a reader learns that its job ended without a final entry (cache hit, failure, cancel). With many
-# jobs followed it checks less often, so that Redis looks up at most HUB_RECORD_LOOKUPS_PER_S
-# records a second (1,000 jobs: every 0.1 s).
-HUB_RECORD_CHECK_S = 0.05
+# How often the hub checks the followed jobs' records (one script call for all of them). Ends are
+# heard on ENDED_CHANNEL as they happen; the check catches what no notice tells: a record that expired
+# or was deleted, and a Redis that hangs while a reader waits for an end. With many jobs followed it
+# checks less often, so that Redis looks up at most HUB_RECORD_LOOKUPS_PER_S records a second.
+HUB_RECORD_CHECK_S = 1.0
 HUB_RECORD_LOOKUPS_PER_S = 10_000
 # The hub reads at most this often while events keep coming, so that many streams with tokens
 # flowing cost a bounded number of round trips (events wait at most this long for the batch).
@@ -78,13 +83,14 @@ def follow_job(store: JobStore, job_id: str, last_id: str = "0", timeout_s: floa
         if event.event == "final":
             return
     last_sent = time.monotonic()
-    finished = finished_record(store, job_id)
-    if finished is not None:
-        yield from _ending(store, job_id, last_id, finished)
-        return
     hub = hub or StreamHub.for_store(store)
     subscription = hub.subscribe(job_id, last_id)
     try:
+        # Read once the hub listens: an end between this read and the subscription is not missed.
+        finished = finished_record(store, job_id)
+        if finished is not None:
+            yield from _ending(store, job_id, last_id, finished)
+            return
         while True:
             now = time.monotonic()
             if now >= deadline:
@@ -113,6 +119,28 @@ def follow_job(store: JobStore, job_id: str, last_id: str = "0", timeout_s: floa
                                   "message": f"the job did not end within {round(timeout_s, 1):g}s; poll it"})
 
 
+def wait_for_end(store: JobStore, job_id: str, deadline: float, hub: Optional["StreamHub"] = None) -> Optional[dict]:
+    """Wait until the job ends or `deadline` (`time.monotonic()`) passes: its final record (a failed one
+    when the record is gone), or None at the deadline. Reads no stream: the hub hears of the end. A
+    Redis error met meanwhile is raised at once."""
+    hub = hub or StreamHub.for_store(store)
+    subscription = hub.subscribe(job_id, tokens=False)
+    try:
+        finished = finished_record(store, job_id)  # read once the hub listens (as in follow_job)
+        while finished is None:
+            try:
+                item = subscription.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return None
+            if isinstance(item, _Ended):
+                finished = item.record
+            elif isinstance(item, Exception):
+                raise item
+        return finished
+    finally:
+        hub.unsubscribe(subscription)
+
+
 def _ending(store: JobStore, job_id: str, last_id: str, finished: dict) -> Iterator[StreamEvent]:
     """The job ended: entries that landed after `last_id` (the final one among them, usually), else
     a final event made from the record."""
@@ -134,10 +162,12 @@ class _Ended:
 
 @dataclass(eq=False)
 class Subscription:
-    """One reader of one job: the hub appends events after `cursor` to its queue."""
+    """One reader of one job: the hub appends events after `cursor` to its queue (only the end when
+    `tokens` is False)."""
 
     job_id: str
-    cursor: str
+    cursor: str = "0"
+    tokens: bool = True
     items: "queue.Queue[Union[StreamEvent, _Ended, Exception]]" = field(default_factory=queue.Queue)
 
     def get(self, timeout: float) -> Union[StreamEvent, _Ended, Exception]:
@@ -147,10 +177,10 @@ class Subscription:
 class StreamHub:
     """Reads every stream followed in this process with one blocking XREAD and fans the events out.
 
-    Two threads under gthread, two greenlets under gevent (threading is patched): one reads the
-    streams, one checks the jobs' statuses. The readers wait on their own queues and hold no
-    Redis connection. Give the hub a store whose client nothing else uses (the web app does), so
-    that a busy connection pool never starves it; it holds two connections. On a Redis error the hub
+    Three threads under gthread, three greenlets under gevent (threading is patched): one reads the
+    streams, one hears the jobs' ends, one checks the jobs' records. The readers wait on their own
+    queues and hold no Redis connection. Give the hub a store whose client nothing else uses (the web
+    app does), so that a busy connection pool never starves it; it holds three connections. On a Redis error the hub
     passes the error to every reader, which raises it (a stream then ends with an error event)
     and drops them all; a reader that joins later meets the outage in its own first read.
     """
@@ -186,17 +216,20 @@ class StreamHub:
         with self._lock:
             return sum(len(subs) for subs in self._subscriptions.values())
 
-    def subscribe(self, job_id: str, cursor: str) -> Subscription:
-        subscription = Subscription(job_id, cursor)
+    def subscribe(self, job_id: str, cursor: str = "0", tokens: bool = True) -> Subscription:
+        """A reader of the job's events after `cursor`, or of its end alone (`tokens` False)."""
+        subscription = Subscription(job_id, cursor, tokens)
         with self._lock:
             self._subscriptions.setdefault(job_id, set()).add(subscription)
-            for name, loop in (("stream-hub-reader", self._read_loop), ("stream-hub-checker", self._check_loop)):
+            for name, loop in (("stream-hub-reader", self._read_loop), ("stream-hub-ends", self._ends_loop),
+                               ("stream-hub-checker", self._check_loop)):
                 thread = self._threads.get(name)
                 if thread is None or not thread.is_alive():
                     self._threads[name] = threading.Thread(target=loop, name=name, daemon=True)
                     self._threads[name].start()
             self._lock.notify_all()
-        self._wake_reader()
+        if tokens:
+            self._wake_reader()
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -216,6 +249,16 @@ class StreamHub:
             self._lock.wait()
         return self._subscriptions
 
+    def _followed_streams(self) -> dict[str, str]:
+        """Stream key -> the oldest cursor of its token readers, once there is one; hold the lock."""
+        while True:
+            cursors = {stream_key(job_id): min((s.cursor for s in readers), key=entry_order)
+                       for job_id, subs in self._subscriptions.items()
+                       if (readers := [s for s in subs if s.tokens])}
+            if cursors:
+                return cursors
+            self._lock.wait()
+
     def _read_loop(self) -> None:
         """One XREAD for every followed stream, each from the oldest cursor of its readers.
 
@@ -225,8 +268,7 @@ class StreamHub:
         last_read, connection = 0.0, None
         while True:
             with self._lock:
-                cursors = {stream_key(job_id): min((s.cursor for s in subs), key=entry_order)
-                           for job_id, subs in self._followed_jobs().items()}
+                cursors = self._followed_streams()
                 jobs = {stream_key(job_id): job_id for job_id in self._subscriptions}
             pause = last_read + HUB_MIN_READ_INTERVAL_S - time.monotonic()
             if pause > 0:
@@ -269,6 +311,39 @@ class StreamHub:
             with self._lock:
                 self._waking = False
 
+    def _ends_loop(self) -> None:
+        """Hears every job's end on ENDED_CHANNEL and tells the job's readers. Once (re)subscribed it
+        checks every followed job: ends published while it was not listening are found so."""
+        pubsub = None
+        while True:
+            try:
+                if pubsub is None:
+                    with self._lock:
+                        self._followed_jobs()  # a hub nobody uses listens to nothing
+                    pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                    pubsub.subscribe(ENDED_CHANNEL)
+                    with self._lock:
+                        job_ids = list(self._subscriptions)
+                    self._check_records(job_ids)
+                message = pubsub.get_message(timeout=self.block_s)
+                if message is not None and message["type"] == "message":
+                    self._ended(message["data"].decode())
+            except Exception as exc:  # noqa: BLE001 - every reader must hear of it, whatever it is
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        pubsub.close()
+                    pubsub = None
+                self._failed(exc)
+
+    def _ended(self, job_id: str) -> None:
+        """A notice that the job ended: its readers, if it has any here, get its record."""
+        with self._lock:
+            if job_id not in self._subscriptions:
+                return
+        record = finished_record(self.store, job_id)
+        if record is not None:
+            self._tell_ended(job_id, record)
+
     def _check_loop(self) -> None:
         """Every HUB_RECORD_CHECK_S or so, the followed jobs' statuses in one call (in a thread of its
         own: a blocked XREAD can take up to twice its block time to return)."""
@@ -295,6 +370,8 @@ class StreamHub:
         with self._lock:
             for job_id, read_from, events in streams:
                 for subscription in list(self._subscriptions.get(job_id, ())):
+                    if not subscription.tokens:
+                        continue  # a reader of the end alone: told by the end listener
                     cursor = entry_order(subscription.cursor)
                     if cursor < entry_order(read_from):
                         continue
@@ -311,12 +388,14 @@ class StreamHub:
         ended = [job_ids[position - 1] for position in self._ended_script(keys=[job_key(j) for j in job_ids])]
         for job_id in ended:
             record = finished_record(self.store, job_id)
-            if record is None:  # cannot happen (a final job stays final); never end a reader on a guess
-                continue
-            with self._lock:
-                for subscription in list(self._subscriptions.get(job_id, ())):
-                    subscription.items.put(_Ended(record))
-                    self._drop(subscription)
+            if record is not None:  # always (a final job stays final); never end a reader on a guess
+                self._tell_ended(job_id, record)
+
+    def _tell_ended(self, job_id: str, record: dict) -> None:
+        with self._lock:
+            for subscription in list(self._subscriptions.get(job_id, ())):
+                subscription.items.put(_Ended(record))
+                self._drop(subscription)
 
     def _fail_all(self, exc: Exception) -> None:
         with self._lock:

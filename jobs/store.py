@@ -33,6 +33,11 @@ def stream_key(job_id: str) -> str:
 # whose message is nowhere and sends them on again: whatever the lost writes were, no job waits forever.
 IN_FLIGHT_KEY = "jobs:in_flight"
 
+# The guard script publishes a job's id here when the job ends, so that waiters hear of it at once
+# (jobs.follow) instead of polling records. A notice can be missed (a reader reconnecting): a waiter
+# reads the record once it listens, and the listener checks its jobs' records after each (re)connect.
+ENDED_CHANNEL = "jobs:ended"
+
 
 def lua_set(statuses) -> str:
     """A Lua table literal with the statuses as keys (for membership tests in scripts)."""
@@ -68,7 +73,7 @@ def _guard_script() -> str:
     KEYS: the job hash, its stream, the in-flight index. ARGV: TTL, target status ('' keeps the status), stream event
     name ('' for none), event data, the writer's delivery number ('' for a writer outside a delivery,
     such as a cancel; 'new' to start a delivery), then field, value pairs. Moving a final job to its
-    own status only adds fields it lacks (HSETNX). A write from a delivery older than the job's latest
+    own status only adds fields it lacks (HSETNX). A job that ends is announced on ENDED_CHANNEL. A write from a delivery older than the job's latest
     is refused (fencing). A job leaves the in-flight index when it ends; a hand-over (queued again)
     enters it with the time, and a delivery that starts stamps it there anew. Returns 1 when applied (a started delivery:
     its number), 0 when refused.
@@ -96,6 +101,7 @@ if ARGV[3] ~= '' then
   redis.call('EXPIRE', KEYS[2], ARGV[1])
 end
 local id = string.sub(KEYS[1], {len(job_key(""))} + 1)
+if final[target] and not final[current] then redis.call('PUBLISH', '{ENDED_CHANNEL}', id) end
 if final[target] then redis.call('ZREM', KEYS[3], id)
 elseif target == '{JobStatus.QUEUED.value}' and current ~= target then
   redis.call('ZADD', KEYS[3], redis.call('TIME')[1], id)

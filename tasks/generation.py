@@ -49,9 +49,13 @@ def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing:
     judged = bool(routing.get("escalate")) and tier == "small" and "fallback" not in routing
     if judged and not asked_logprobs:
         request.logprobs = 0
-    # A redelivered task starts over: readers drop the text they had before a `start`.
-    context.tokens.publish(job_id, "start", {"tier": tier, "model": engine.model_id, "routing": routing},
-                           at_once=True, fence=delivery)
+    # A job whose caller waits for the whole answer (job["stream"] False: /generate, an OpenAI request
+    # that does not stream) has no live stream: its stream holds the final event alone, and the tokens
+    # cost no Redis writes. A redelivered task starts over: readers drop the text they had before a `start`.
+    live = job.get("stream", True)
+    if live:
+        context.tokens.publish(job_id, "start", {"tier": tier, "model": engine.model_id, "routing": routing},
+                               at_once=True, fence=delivery)
     answers, first_token_at, streamed = Answers(request, publish_logprobs=asked_logprobs), None, False
     deadline = started + task.soft_time_limit if task.soft_time_limit else None
     try:
@@ -61,7 +65,7 @@ def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing:
                 if first_token_at is None:
                     first_token_at = time.time()
                 event = answers.add(chunk)
-                if event is not None:
+                if event is not None and live:
                     context.tokens.publish(job_id, "token", event, at_once=not streamed, fence=delivery)
                     streamed = True
                 watch.tokens = answers.tokens

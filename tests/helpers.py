@@ -73,6 +73,23 @@ def broker():
     return Broker(get_settings())
 
 
+@functools.lru_cache(maxsize=None)
+def results_app():
+    """A Celery app that reads the task results workers store (the web app's submissions read none)."""
+    from celery import Celery
+
+    from celeryconfig import celery_config
+
+    app = Celery("tests_results", set_as_current=False)
+    app.conf.update(celery_config(get_settings()))
+    return app
+
+
+def task_returned(job_id: str, timeout: float = 180) -> None:
+    """Wait until the Celery task `job_id` has returned."""
+    results_app().AsyncResult(job_id).get(timeout=timeout, propagate=False)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from helpers import broker, job_store, wait_for_job
+from helpers import job_store, task_returned, wait_for_job
 from jobs.presence import live_workers
 from settings import get_settings
 from workerctl import (PYTHONPATH_WITH_TESTS, job_record, node, paused, queued_messages, started_worker, stop_warm,
@@ -30,7 +30,7 @@ def test_cancelled_queued_job_never_runs(client):
         assert response.status_code == 200, response.get_json()
         assert response.get_json()["status"] == "cancelled"
     # The worker takes the message now; the task ends without generating.
-    broker().celery.AsyncResult(job_id).get(timeout=180)
+    task_returned(job_id)
     record = job_record(job_id)
     assert record["status"] == "cancelled"
     assert "generation_started_at" not in record and "result" not in record
@@ -45,7 +45,7 @@ def test_cancelled_running_job_stops_within_one_decode_step(client):
     response = client.delete(f"/v1/jobs/{job_id}")
     assert response.status_code == 200 and response.get_json()["status"] == "cancelled"
 
-    broker().celery.AsyncResult(job_id).get(timeout=180)  # the task has returned
+    task_returned(job_id)  # the task has returned
     record = job_record(job_id)
     result = record["result"]
     print(f"cancelled after {result['tokens']} tokens; tokens decoded after the cancel was seen: "

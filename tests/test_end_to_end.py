@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from engines.provider import served_models
-from helpers import app_with, wait_for_job
+from helpers import app_with, job_store, wait_for_job
+from jobs.store import stream_key
 
 pytestmark = pytest.mark.usefixtures("workers")
 
@@ -48,6 +49,17 @@ def test_synchronous_generate_answers_with_real_model_text(client):
     assert body["routing"]["rule"] == "forced"
     for field in ("latency_ms", "intent", "score", "cached"):
         assert field in body
+
+
+def test_a_job_waited_for_whole_writes_no_token_events(client):
+    """Nobody can follow a synchronous request's job while it runs (its id comes with the answer): its
+    stream holds the final event alone, with the whole answer, and the tokens cost no Redis writes."""
+    response = client.post("/generate", json={"prompt": "Name a colour.", "max_tokens": 8, "tier": "small",
+                                              "cache": False})
+    assert response.status_code == 200, response.get_json()
+    events = [entry[1][b"event"].decode() for entry in
+              job_store().redis.xrange(stream_key(response.get_json()["id"]))]
+    assert events == ["final"]
 
 
 def test_forced_large_tier_runs_on_large_queue(client):

@@ -104,3 +104,17 @@ def test_backpressure_refuses_with_the_same_reading():
         held = int(re.search(r"holds (\d+) jobs", error["message"]).group(1))
         assert held == before, "backpressure read the queue differently from jobs.queues"
     assert after == before, "a refused job must not be queued"
+
+
+def test_submitting_a_task_subscribes_to_no_result():
+    """The web app reads answers from job records: a submission must not listen for its Celery result
+    (with Redis as result backend, that was a pub/sub subscription per request, on a connection of its
+    own under gevent)."""
+    queue = f"tests-results-{uuid.uuid4().hex[:12]}"
+    celery, client = broker().celery, job_store().redis
+    try:
+        task_id = celery.send_task("tests.depth.noop", args=[], queue=queue).id
+        assert client.pubsub_channels(f"celery-task-meta-{task_id}") == []
+    finally:
+        options = celery.conf.broker_transport_options
+        client.delete(*redis_lists(queue, options), f"_kombu.binding.{queue}")

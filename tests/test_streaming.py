@@ -271,6 +271,65 @@ def test_a_reader_that_joins_late_gets_what_follows_its_last_event_id():
     assert list(events) == []
 
 
+def test_a_waiter_hears_the_end_at_once_and_reads_no_stream(monkeypatch):
+    """A synchronous request waits for the end alone: the guard script's notice wakes it, long before the
+    hub's next record check, and the hub reads none of the tokens the job streams meanwhile."""
+    import jobs.follow
+    from jobs.follow import wait_for_end
+
+    monkeypatch.setattr(jobs.follow, "HUB_RECORD_CHECK_S", 60.0)  # only the notice can wake the waiter in time
+    hub = _hub()
+    job_id = _job_record(status="generating")
+    ended: dict = {}
+    waiter = threading.Thread(target=lambda: ended.update(
+        record=wait_for_end(job_store(), job_id, time.monotonic() + 30, hub=hub)))
+    waiter.start()
+    wait_until(lambda: hub.followed() == 1, 10, "the waiter to join the hub")
+    for word in ("a", "b", "c"):
+        publish(job_store(), job_id, "token", {"text": word})
+    time.sleep(0.2)
+    assert job_store().move(job_id, JobStatus.CANCELLED, finished_at=time.time())  # no final entry
+    moved = time.monotonic()
+    waiter.join(10)
+    assert ended["record"]["status"] == "cancelled"
+    assert time.monotonic() - moved < 2, "the waiter waited for a record check"
+    assert hub.reads == 0, "the hub read the stream of a job nobody streams"
+    assert hub.followed() == 0
+
+
+def test_a_waiter_of_a_job_that_ended_before_it_listened_is_answered_at_once(monkeypatch):
+    import jobs.follow
+    from jobs.follow import wait_for_end
+
+    monkeypatch.setattr(jobs.follow, "HUB_RECORD_CHECK_S", 60.0)
+    job_id = _job_record(status="generating")
+    assert job_store().move(job_id, JobStatus.FAILED, finished_at=time.time())  # its notice went to nobody
+    started = time.monotonic()
+    assert wait_for_end(job_store(), job_id, time.monotonic() + 30, hub=_hub())["status"] == "failed"
+    assert time.monotonic() - started < 2
+
+
+def test_a_job_that_ends_is_announced_once():
+    from jobs.store import ENDED_CHANNEL
+
+    job_id = _job_record(status="generating")
+    listener = job_store().redis.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(ENDED_CHANNEL)
+    try:
+        assert job_store().annotate(job_id, tokens_so_far=3)
+        assert job_store().move(job_id, JobStatus.CANCELLED, finished_at=time.time())
+        assert job_store().move(job_id, JobStatus.CANCELLED, reason="again")  # final to itself: fields only
+        notices = []
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            message = listener.get_message(timeout=0.2)
+            if message and message["data"].decode() == job_id:
+                notices.append(message)
+        assert len(notices) == 1
+    finally:
+        listener.close()
+
+
 @pytest.mark.parametrize("outage", ["killed", "frozen"])
 def test_a_redis_outage_ends_open_streams_with_an_error_event(artifacts_dir, outage):
     """Redis dies (or hangs: SIGSTOP) while a stream is open: it ends with an `error` event at once."""

@@ -40,13 +40,14 @@ class Broker:
     through Celery client apps."""
 
     def __init__(self, settings: Settings) -> None:
+        # Job submissions go through an app without a result backend: a job's answer is read from its
+        # record, and with Celery's Redis backend every send_task subscribed to the task's result, on a
+        # pub/sub connection of its own per greenlet (a backend is one per thread, and under gevent a
+        # greenlet is a thread): a new connection per request, and a fifth of the web worker's CPU.
         self.celery = Celery("llm_platform", set_as_current=False)
-        self.celery.conf.update(celery_config(settings))
-        # Embeddings wait on their Celery result; this app's result backend is one per process. Celery's
-        # default is one per thread, and under gevent a thread is a greenlet: every request would leave a
-        # backend behind with its own pub/sub connection and a drainer greenlet that never ends.
-        # Celery's Redis result consumer locks its pub/sub, so sharing it is safe. Job submissions
-        # keep `self.celery`: nothing there waits on a result, so nothing should subscribe to one.
+        self.celery.conf.update(celery_config(settings), result_backend=None)
+        # Embeddings wait on their Celery result; that app's result backend is one per process.
+        # Celery's Redis result consumer locks its pub/sub, so sharing it is safe.
         self._settings = settings
         self._waiting = self._waiting_app()
         self._waiting_lock = threading.Lock()

@@ -91,6 +91,6 @@ def cancel_job(job_id: str):
 
 @bp.post("/generate")
 def generate():
-    record = submit_job(_job_request())
+    record = submit_job({**_job_request(), "stream": False})  # waited for whole: no token events
     result = finished_result(record["id"])  # at once when the exact cache answered
     return jsonify({"id": record["id"], **{k: result[k] for k in SYNC_FIELDS if k in result}})

@@ -24,6 +24,8 @@ def _common_job(body: dict, tier: str, max_tokens: int) -> dict:
     escalate = body.get("escalate")
     if escalate is False or escalate is None and body.get("stream"):
         job["escalate"] = False
+    if not body.get("stream"):
+        job["stream"] = False  # the caller waits for the whole answer: no token events (tasks.generation)
     return job
 
 

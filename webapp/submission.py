@@ -14,8 +14,7 @@ from jobs.owners import in_flight, release_in_flight, reserve_in_flight
 from jobs.queues import DEFAULT_PRIORITY
 from jobs.recent import PROMPT_PREVIEW_CHARS, remember_job
 from jobs.sentinel import replicated
-from jobs.status import is_final
-from jobs.follow import StreamHub, follow_job
+from jobs.follow import StreamHub, wait_for_end
 from routing.router import decision_without_embedding
 from tenants.meter import usage_month
 from webapp.backpressure import ensure_capacity
@@ -181,27 +180,16 @@ def time_left(deadline: float) -> float:
 
 
 def wait_for_job(job_id: str, timeout_s: float) -> Optional[dict]:
-    """Block until the job ends or the request's `timeout_s` deadline passes; its record, or None on timeout.
+    """Block until the job ends or the request's `timeout_s` deadline passes; its final record (a failed
+    one if the record is gone), or None on timeout.
 
     `timeout_s` counts from the start of the request (`request_deadline`), so time spent before
-    the wait (validation, the cache lookup, queueing) is not added on top. It follows the job's
-    token stream through the process's stream hub, so it wakes on the `final` event (written with
-    the finished record) and holds no Redis connection while it waits; a job that ends without
-    one (a cache hit, a failure, a cancel) is seen by the hub's status check within about 0.05 s.
-    A Redis that dies or hangs mid-wait is an error at once and the caller gets its 503.
+    the wait (validation, the cache lookup, queueing) is not added on top. The process's stream hub
+    hears of the end as it happens (jobs.follow.wait_for_end): the wait reads no token stream and
+    holds no Redis connection. A Redis that dies or hangs mid-wait is an error within about a second
+    and the caller gets its 503.
     """
-    deadline = request_deadline(timeout_s)
-    store = web().store
-    record = store.get(job_id)
-    if record is None or is_final(record["status"]):
-        return record
-    if time_left(deadline) > 0:
-        for event in follow_job(store, job_id, deadline=deadline, heartbeat_s=time_left(deadline) + 1,
-                                hub=stream_hub()):
-            if event.event in ("final", "timeout"):
-                break
-    record = store.get(job_id)
-    return record if record is None or is_final(record["status"]) else None
+    return wait_for_end(web().store, job_id, request_deadline(timeout_s), hub=stream_hub())
 
 
 def iso(timestamp: float) -> str:
