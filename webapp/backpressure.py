@@ -12,8 +12,9 @@ def ensure_capacity(context: WebContext, job: dict) -> None:
     Concurrent submissions can pass the check together, so a queue may overshoot its limit by the
     number of requests the web app serves at once.
     """
-    limits, depths = context.settings.queue_limits(), context.broker.queue_depths(context.store)
-    for queue in queues_for(job):
+    queues = queues_for(job)
+    limits, depths = context.settings.queue_limits(), context.broker.queue_depths(context.store, queues)
+    for queue in queues:
         depth, limit = depths[queue], limits.get(queue)
         if limit is not None and depth >= limit:
             raise APIError(429, "queue_full", f"queue {queue} holds {depth} jobs, its limit; retry later",
