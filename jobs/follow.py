@@ -43,6 +43,10 @@ HUB_BLOCK_S = 0.1
 # checks less often, so that Redis looks up at most HUB_RECORD_LOOKUPS_PER_S records a second.
 HUB_RECORD_CHECK_S = 1.0
 HUB_RECORD_LOOKUPS_PER_S = 10_000
+# The end listener pings its connection this often and takes it for lost (and connects anew) when
+# nothing has come back for three pings: a pub/sub connection to a master that vanished (a host lost
+# in a failover) would otherwise stay silent for ever, since it sends nothing of its own.
+HUB_LISTENER_PING_S = 1.0
 # The hub reads at most this often while events keep coming, so that many streams with tokens
 # flowing cost a bounded number of round trips (events wait at most this long for the batch).
 HUB_MIN_READ_INTERVAL_S = 0.01
@@ -322,12 +326,21 @@ class StreamHub:
                         self._followed_jobs()  # a hub nobody uses listens to nothing
                     pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                     pubsub.subscribe(ENDED_CHANNEL)
+                    heard = pinged = time.monotonic()
                     with self._lock:
                         job_ids = list(self._subscriptions)
                     self._check_records(job_ids)
-                message = pubsub.get_message(timeout=self.block_s)
-                if message is not None and message["type"] == "message":
-                    self._ended(message["data"].decode())
+                now = time.monotonic()
+                if now - heard > 3 * HUB_LISTENER_PING_S:
+                    raise redis.ConnectionError("the end listener heard nothing back from Redis")
+                if now - pinged >= HUB_LISTENER_PING_S:
+                    pubsub.ping()
+                    pinged = now
+                message = pubsub.get_message(timeout=min(self.block_s, HUB_LISTENER_PING_S / 2))
+                if message is not None:
+                    heard = time.monotonic()
+                    if message["type"] == "message":
+                        self._ended(message["data"].decode())
             except Exception as exc:  # noqa: BLE001 - every reader must hear of it, whatever it is
                 if pubsub is not None:
                     with contextlib.suppress(Exception):

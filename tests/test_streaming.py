@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -307,6 +308,70 @@ def test_a_waiter_of_a_job_that_ended_before_it_listened_is_answered_at_once(mon
     started = time.monotonic()
     assert wait_for_end(job_store(), job_id, time.monotonic() + 30, hub=_hub())["status"] == "failed"
     assert time.monotonic() - started < 2
+
+
+class SilentProxy:
+    """A TCP proxy to Redis whose connections can go silent: they stay open and carry nothing more
+    (a host that vanished: no reset, no answer), while new connections are carried as before."""
+
+    def __init__(self, port: int) -> None:
+        self._target = port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._pairs: list = []
+        self._silent: set = set()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def silence(self) -> None:
+        """Every connection open now goes silent."""
+        self._silent.update(id(pair) for pair in self._pairs)
+
+    def _accept(self) -> None:
+        while True:
+            client, _ = self._listener.accept()
+            pair = (client, socket.create_connection(("127.0.0.1", self._target)))
+            self._pairs.append(pair)
+            for source, sink in (pair, pair[::-1]):
+                threading.Thread(target=self._carry, args=(source, sink, id(pair)), daemon=True).start()
+
+    def _carry(self, source: socket.socket, sink: socket.socket, pair: int) -> None:
+        while data := source.recv(65536):
+            if pair not in self._silent:
+                sink.sendall(data)
+
+
+def test_the_end_listener_connects_anew_when_its_connection_goes_silent(monkeypatch):
+    """A pub/sub connection sends nothing of its own: to a master that vanished it would wait for ever,
+    and every end after that would wait for a record check. The listener pings, and connects anew."""
+    import jobs.follow
+    from jobs.follow import StreamHub, wait_for_end
+    from jobs.store import JobStore
+
+    monkeypatch.setattr(jobs.follow, "HUB_RECORD_CHECK_S", 60.0)
+    monkeypatch.setattr(jobs.follow, "HUB_LISTENER_PING_S", 0.2)
+    direct = redis.Redis.from_url(get_settings().redis_url)
+    settings = direct.connection_pool.connection_kwargs
+    proxy = SilentProxy(settings["port"])
+    hub = StreamHub(JobStore(redis.Redis(port=proxy.port, db=settings.get("db", 0), socket_timeout=0.5), 3600))
+
+    def ends_heard(job_id: str) -> dict:
+        ended: dict = {}
+        waiter = threading.Thread(target=lambda: ended.update(
+            record=wait_for_end(job_store(), job_id, time.monotonic() + 10, hub=hub)))
+        waiter.start()
+        wait_until(lambda: hub.followed() == 1, 10, "the waiter to join the hub")
+        time.sleep(0.3)  # the listener is subscribed
+        assert job_store().move(job_id, JobStatus.CANCELLED, finished_at=time.time())
+        moved = time.monotonic()
+        waiter.join(15)
+        return {**ended, "waited_s": time.monotonic() - moved}
+
+    assert ends_heard(_job_record(status="generating"))["waited_s"] < 2
+    proxy.silence()
+    time.sleep(1.5)  # several pings unanswered
+    again = ends_heard(_job_record(status="generating"))
+    assert again["record"] is not None and again["record"]["status"] == "cancelled"
+    assert again["waited_s"] < 2, "the listener stayed on its silent connection"
 
 
 def test_a_job_that_ends_is_announced_once():
