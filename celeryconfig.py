@@ -61,6 +61,9 @@ def celery_config(settings: Settings, worker: bool = False) -> dict:
         # fresh one; prefork applies it per child, the threads pool through tasks.lifecycle.
         "worker_max_memory_per_child": settings.worker_max_memory_kb,
         "broker_connection_retry_on_startup": True,
+        # A tier worker's threads: its engine's batch and the jobs waiting in the engine's queue (a
+        # worker started with --concurrency, as the routing worker is, keeps that).
+        "worker_concurrency": settings.engine_max_batch + settings.engine_queue_ahead,
         "worker_send_task_events": True,  # Flower shows tasks live
         "task_send_sent_event": True,
     }

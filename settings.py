@@ -97,6 +97,9 @@ class Settings:
     # Engines and models
     engine_backend: str = "auto"
     engine_max_batch: int = 8
+    # Jobs a tier worker runs beyond its engine's batch: they wait in the engine's own queue, so a slot
+    # that frees is refilled at the next decode step instead of after the broker's next delivery.
+    engine_queue_ahead: int = 2
     models_dir: str = ""  # default: .models/ beside this file
     small_model: str = ""
     large_model: str = ""
@@ -153,7 +156,7 @@ class Settings:
                      *(f"{s}_time_limit_s" for s in STAGES)):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name.upper()} must be above 0, not {getattr(self, name)}")
-        for name in ("usage_flush_s", "stream_batch_s"):
+        for name in ("usage_flush_s", "stream_batch_s", "engine_queue_ahead"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name.upper()} must be 0 (off) or above, not {getattr(self, name)}")
         for name in ("embedding_backend", "routing_embedding_backend"):
