@@ -317,7 +317,11 @@ class StreamHub:
 
     def _ends_loop(self) -> None:
         """Hears every job's end on ENDED_CHANNEL and tells the job's readers. Once (re)subscribed it
-        checks every followed job: ends published while it was not listening are found so."""
+        checks every followed job: ends published while it was not listening are found so.
+
+        A lost connection is connected anew without failing the readers: the listener alone may have
+        lost it (a killed client, a pub/sub buffer limit), and an outage reaches them through the record
+        check within HUB_RECORD_CHECK_S."""
         pubsub = None
         while True:
             try:
@@ -341,12 +345,14 @@ class StreamHub:
                     heard = time.monotonic()
                     if message["type"] == "message":
                         self._ended(message["data"].decode())
-            except Exception as exc:  # noqa: BLE001 - every reader must hear of it, whatever it is
+            except Exception as exc:  # noqa: BLE001 - whatever it is, listen anew
                 if pubsub is not None:
                     with contextlib.suppress(Exception):
                         pubsub.close()
                     pubsub = None
-                self._failed(exc)
+                if not isinstance(exc, redis.RedisError):
+                    log.exception("the stream hub's end listener failed; it listens anew")
+                time.sleep(self.block_s)  # no busy loop against a Redis that refuses
 
     def _ended(self, job_id: str) -> None:
         """A notice that the job ended: its readers, if it has any here, get its record."""

@@ -238,6 +238,25 @@ def test_every_supervisord_role_runs_its_command_in_compose_and_on_kubernetes():
         assert not unset, f"the {role} pod expands {unset}, which its environment does not set"
 
 
+def test_a_tier_worker_runs_its_engines_batch_and_the_jobs_queued_ahead():
+    """Tier workers take their thread count from the settings (ENGINE_MAX_BATCH + ENGINE_QUEUE_AHEAD), so
+    no deployment may pin it with --concurrency; the routing worker keeps its own."""
+    from celeryconfig import celery_config
+    from settings import Settings
+
+    config = celery_config(Settings(engine_max_batch=6, engine_queue_ahead=3), worker=True)
+    assert config["worker_concurrency"] == 9
+    programs = supervisord_programs()
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(DEPLOY / "supervisord.conf")
+    for tier in TIERS:
+        assert "--concurrency" not in supervisord_words(programs[tier]), f"the {tier} worker pins its threads"
+        assert "ENGINE_MAX_BATCH" in parser[f"program:{tier}"]["environment"], f"the {tier} worker's batch is unset"
+    assert "--concurrency" in supervisord_words(programs["routing"])
+    with pytest.raises(ValueError, match="ENGINE_QUEUE_AHEAD"):
+        Settings(engine_queue_ahead=-1)
+
+
 def test_roles_prepare_their_models_with_make_models_steps_into_their_own_storage():
     wanted = {"web": "python -m engines.prepare", "routing": "python -m routing.prepare",
               "small": "python -m engines.prepare", "large": "python -m engines.prepare"}

@@ -374,6 +374,43 @@ def test_the_end_listener_connects_anew_when_its_connection_goes_silent(monkeypa
     assert again["waited_s"] < 2, "the listener stayed on its silent connection"
 
 
+def test_a_waiter_outlives_the_loss_of_the_end_listeners_connection(monkeypatch):
+    """Only the listener's connection is lost (a killed client; Redis is fine): the waiters keep waiting,
+    and the listener, connected anew, tells them of the end."""
+    import jobs.follow
+    from jobs.follow import wait_for_end
+
+    from jobs.follow import StreamHub
+    from jobs.store import JobStore
+
+    monkeypatch.setattr(jobs.follow, "HUB_RECORD_CHECK_S", 60.0)
+    name = f"hub-{uuid.uuid4().hex[:8]}"
+    hub = StreamHub(JobStore(redis.Redis.from_url(get_settings().redis_url, socket_timeout=0.5, client_name=name),
+                             3600))
+    job_id = _job_record(status="generating")
+    ended: dict = {}
+
+    def listeners() -> list[dict]:
+        return [c for c in job_store().redis.client_list(_type="pubsub") if c["name"] == name]
+
+    def wait() -> None:
+        try:
+            ended["record"] = wait_for_end(job_store(), job_id, time.monotonic() + 20, hub=hub)
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            ended["error"] = exc
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    wait_until(listeners, 10, "the listener to subscribe")
+    killed = listeners()[0]["id"]
+    assert job_store().redis.client_kill_filter(_id=killed) == 1
+    wait_until(lambda: [c for c in listeners() if c["id"] != killed], 10, "the listener to listen anew")
+    assert job_store().move(job_id, JobStatus.CANCELLED, finished_at=time.time())
+    waiter.join(15)
+    assert "error" not in ended, f"the waiter failed with {ended.get('error')!r}"
+    assert ended["record"]["status"] == "cancelled"
+
+
 def test_a_job_that_ends_is_announced_once():
     from jobs.store import ENDED_CHANNEL
 
