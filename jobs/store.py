@@ -137,6 +137,15 @@ redis.call('EXPIRE', KEYS[2], ARGV[1])
 return 1
 """
 
+# KEYS: the job's delivery counts, a key whose presence stops the count. ARGV: the stage, the TTL. Returns the
+# stage's deliveries so far with this one, or 0 (nothing counted) while the stopping key exists.
+COUNT_DELIVERY = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local count = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return count
+"""
+
 
 class JobStore:
     """Create, read and move jobs; `ttl_s` is how long a record and its stream are kept."""
@@ -146,6 +155,7 @@ class JobStore:
         self.ttl_s = ttl_s
         self._guard = client.register_script(GUARD)
         self.fenced_append = client.register_script(FENCED_APPEND)  # jobs.streams writes events with it
+        self._count_delivery = client.register_script(COUNT_DELIVERY)
 
     def create(self, job_id: str, request: dict, pipe: Optional[Pipeline] = None, in_flight: bool = False,
                **fields: Any) -> dict:
@@ -178,6 +188,20 @@ class JobStore:
         """Set fields of a job that has not ended (progress); False once it has, or once `fence` is superseded."""
         return bool(self._apply(job_id, "", None, fence, fields))
 
+    def annotate_in(self, pipe: Pipeline, job_id: str, fence: Optional[int] = None, **fields: Any) -> None:
+        """`annotate` as one command of `pipe`: its answer in `pipe.execute()` is 1 where it applied, 0 where
+        it was refused (the job ended, or `fence` is superseded).
+
+        By the script's digest alone: a pipeline given the script itself asks Redis whether it has it on every
+        execute, a round trip more. Where Redis lost its scripts (a restart) `execute` raises NoScriptError;
+        `load_scripts()`, then run the pipeline again."""
+        pipe.evalsha(self._guard.sha, 3, job_key(job_id), stream_key(job_id), IN_FLIGHT_KEY,
+                     *self._args("", None, fence, fields))
+
+    def load_scripts(self) -> None:
+        """Send the guard script to Redis (after a NoScriptError from `annotate_in`)."""
+        self.redis.script_load(GUARD)
+
     def start_delivery(self, job_id: str, status: JobStatus, **fields: Any) -> int:
         """Move the job to `status` as `move` does, as the first write of a new delivery of it: its number
         (increasing; NEXT_DELIVERY), with which its later writes are fenced (`fence`); 0 when the move is refused. Writes
@@ -191,17 +215,20 @@ class JobStore:
 
     def _apply(self, job_id: str, status: str, event: Optional[tuple[str, dict]], fence: Union[int, str, None],
                fields: dict) -> int:
-        name, data = event if event else ("", {})
-        flat = [part for item in _encode(fields).items() for part in item]
-        args = [self.ttl_s, status, name, json.dumps(data) if event else "", "" if fence is None else fence, *flat]
+        args = self._args(status, event, fence, fields)
         return int(self._guard(keys=[job_key(job_id), stream_key(job_id), IN_FLIGHT_KEY], args=args))
 
-    def count_delivery(self, job_id: str, stage: str) -> int:
-        """Count one more delivery of the job to `stage` (a task name) and return the total so far."""
-        pipe = self.redis.pipeline()
-        pipe.hincrby(f"{job_key(job_id)}:deliveries", stage, 1)
-        pipe.expire(f"{job_key(job_id)}:deliveries", self.ttl_s)
-        return pipe.execute()[0]
+    def _args(self, status: str, event: Optional[tuple[str, dict]], fence: Union[int, str, None],
+              fields: dict) -> list:
+        name, data = event if event else ("", {})
+        flat = [part for item in _encode(fields).items() for part in item]
+        return [self.ttl_s, status, name, json.dumps(data) if event else "", "" if fence is None else fence, *flat]
+
+    def count_delivery(self, job_id: str, stage: str, unless: Optional[str] = None) -> int:
+        """Count one more delivery of the job to `stage` (a task name) and return the total so far; 0, with
+        nothing counted, when the key `unless` exists (in the same round trip)."""
+        return int(self._count_delivery(keys=[f"{job_key(job_id)}:deliveries", unless or f"{job_key(job_id)}:never"],
+                                        args=[stage, self.ttl_s]))
 
     def deliveries(self, job_id: str) -> dict[str, int]:
         """How often the job was delivered to each stage."""

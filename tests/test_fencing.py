@@ -12,7 +12,7 @@ from helpers import job_store
 from jobs import control
 from jobs.status import JobStatus
 from jobs.streams import TokenBatches, publish, read_after
-from tasks.watch import GenerationWatch
+from tasks.watch import GenerationWatch, JobWatcher
 
 
 def running_job() -> str:
@@ -113,5 +113,5 @@ def test_a_cancel_refusing_the_progress_note_is_still_a_cancel():
     control.cancel_job(store, store.get(job_id))
     watch = GenerationWatch(store, job_id, threading.Event(), poll_s=60, fence=first)
     watch.tokens = 5
-    watch._report_progress()
+    JobWatcher(store, 60).poll([watch])
     assert watch.reason == "cancelled"
