@@ -25,7 +25,7 @@ from celery import Celery, Task
 from celery.exceptions import Ignore
 from kombu.exceptions import OperationalError
 
-from jobs.control import cancel_requested
+from jobs.control import cancel_key
 from jobs import transit
 from jobs.queues import generation_task, job_priority, task_queue
 from jobs.sentinel import replicated
@@ -44,7 +44,12 @@ class DeliveryLimitExceeded(Exception):
 
 
 class JobTask(Task):
-    """Base class of the routing and generation tasks; the job id is the task id."""
+    """Base class of the routing and generation tasks; the job id is the task id.
+
+    No Celery result is stored: the job record is the result, and storing it twice cost every job two
+    more Redis round trips and its answer encoded once more."""
+
+    ignore_result = True
 
     def __call__(self, *args, **kwargs):
         job_id = self.request.id
@@ -57,11 +62,11 @@ class JobTask(Task):
             raise self._again_after_outage(store.redis, exc)
 
     def _deliver(self, store, job_id: str, *args, **kwargs):
-        if cancel_requested(store, job_id):
+        deliveries = store.count_delivery(job_id, self.name, unless=cancel_key(job_id))
+        if not deliveries:  # cancelled
             store.move(job_id, JobStatus.CANCELLED, finished_at=time.time())
             log.info("job %s was cancelled before %s started; skipped", job_id, self.name)
             return None
-        deliveries = store.count_delivery(job_id, self.name)
         if deliveries > self.app.conf.max_deliveries:
             raise DeliveryLimitExceeded(
                 f"{self.name} was delivered {deliveries} times (limit {self.app.conf.max_deliveries}); "

@@ -11,6 +11,8 @@ from typing import Iterator
 
 from settings import get_settings
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 @functools.lru_cache(maxsize=None)
 def job_store():
@@ -73,21 +75,14 @@ def broker():
     return Broker(get_settings())
 
 
-@functools.lru_cache(maxsize=None)
-def results_app():
-    """A Celery app that reads the task results workers store (the web app's submissions read none)."""
-    from celery import Celery
-
-    from celeryconfig import celery_config
-
-    app = Celery("tests_results", set_as_current=False)
-    app.conf.update(celery_config(get_settings()))
-    return app
-
-
 def task_returned(job_id: str, timeout: float = 180) -> None:
-    """Wait until the Celery task `job_id` has returned."""
-    results_app().AsyncResult(job_id).get(timeout=timeout, propagate=False)
+    """Wait until a worker of the session has logged the return of the Celery task `job_id` (job tasks
+    store no Celery result: the job record is the result)."""
+    from workerctl import wait_until
+
+    logs, needle = ROOT / "test-artifacts" / "logs", f"[{job_id}] succeeded"
+    wait_until(lambda: any(needle in path.read_text(errors="replace") for path in logs.glob("*.log")), timeout,
+               f"task {job_id} to return")
 
 
 def free_port() -> int:
