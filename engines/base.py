@@ -29,7 +29,8 @@ class GenerationRequest:
     generated side by side, each as its own sequence (chunks carry their `index`); with a `seed`,
     answer i draws from `seed + i`. `stop` strings end an answer and are not returned. `logprobs`
     (0-5 alternatives; None: off) adds each token's log-probability to its chunk. `grammar` (GBNF)
-    constrains every token (structured output).
+    constrains every token (structured output). `streamed` False: the caller wants the whole answer, not
+    each token as it comes, and its chunks reach it in batches (engines.threaded.HAND_OVER_S).
     """
 
     messages: list[dict]
@@ -49,6 +50,7 @@ class GenerationRequest:
     grammar: Optional[str] = None
     prompt_text: Optional[str] = None
     index: int = 0  # which of the request's `n` answers this sequence is (set by the engine)
+    streamed: bool = True
 
 
 @dataclass

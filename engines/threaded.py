@@ -19,7 +19,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import AbstractSet, Iterator, Optional, Protocol
 
 from engines.base import EngineStalled, EngineStats, GenerationChunk, GenerationRequest
@@ -29,6 +29,11 @@ from settings import Settings
 log = logging.getLogger(__name__)
 
 POLL_S = 0.1  # how often a waiting caller looks at its cancel flag and at the watchdog
+# A caller that wants the whole answer (GenerationRequest.streamed False) gets its chunks in batches: the
+# first at once (its time to first token), then every HAND_OVER_S and at the end. Each hand-over wakes the
+# caller's thread, and on a small host a wakeup per token took a core from the engine's threads.
+HAND_OVER_S = 0.25
+BATCHED_POLL_S = 0.5  # such a caller is woken by the end (or a cancel's answer) and polls less often
 CANCEL_GRACE_S = 0.5  # how long a cancelled caller waits for the engine's own `cancelled` answer
 RESTART_DELAY_S = 0.1  # pause before the engine loop restarts after a failure
 
@@ -70,20 +75,41 @@ class Active:
     outbox: queue.Queue
     detokenizer: Detokenizer
     prompt_tokens: int
+    held: list[GenerationChunk] = field(default_factory=list)  # chunks not handed over yet
+    handed_at: Optional[float] = None  # when chunks were last handed over
 
     def emit(self, token: Optional[int], finish_reason: Optional[str], logprob: Optional[dict] = None) -> None:
-        """Hand the caller the text of `token`; a finish reason ends the request."""
+        """Hand the caller the text of `token` (at once, or with the next batch: `batched`); a finish reason
+        ends the request."""
         if token is not None and finish_reason != "stop":  # the stop token itself is not text
             self.detokenizer.add_token(token)
         if finish_reason:
             self.detokenizer.finalize()
-        self.outbox.put(GenerationChunk(self.detokenizer.last_segment, token=token, finish_reason=finish_reason,
+        self._hand_over(GenerationChunk(self.detokenizer.last_segment, token=token, finish_reason=finish_reason,
                                         prompt_tokens=self.prompt_tokens, index=self.request.index,
                                         logprob=logprob if finish_reason != "stop" else None))
 
     def cancel(self) -> None:
-        self.outbox.put(GenerationChunk("", finish_reason="cancelled", prompt_tokens=self.prompt_tokens,
+        self._hand_over(GenerationChunk("", finish_reason="cancelled", prompt_tokens=self.prompt_tokens,
                                         index=self.request.index))
+
+    @property
+    def batched(self) -> bool:
+        """Whether the caller gets its chunks in batches: it wants the whole answer, and has no stop strings
+        (those are matched by the caller, and a batch would let the engine decode past one)."""
+        return not self.request.streamed and not self.request.stop
+
+    def _hand_over(self, chunk: GenerationChunk) -> None:
+        now = time.monotonic()
+        if self.batched and not chunk.finish_reason and self.handed_at is not None \
+                and now - self.handed_at < HAND_OVER_S:
+            self.held.append(chunk)
+            return
+        for held in self.held:  # no waiter is woken by these: it wakes at the first put, and reads on
+            self.outbox.put(held)
+        self.held.clear()
+        self.outbox.put(chunk)
+        self.handed_at = now
 
 
 class Progress:
@@ -234,9 +260,10 @@ class ThreadedEngine:
         a cancel the engine has not answered within CANCEL_GRACE_S (it may be wedged) is answered
         here, and a stalled engine raises EngineStalled."""
         cancel_seen: Optional[float] = None
+        poll_s = POLL_S if request.streamed else BATCHED_POLL_S
         while True:
             try:
-                item = outbox.get(timeout=POLL_S)
+                item = outbox.get(timeout=poll_s)
             except queue.Empty:
                 if request.cancel.is_set():
                     cancel_seen = cancel_seen or time.monotonic()

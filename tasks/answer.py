@@ -14,7 +14,8 @@ def generation_request(job: dict) -> GenerationRequest:
     sampling = {name: job[name] for name in SAMPLING_FIELDS if name in job}
     return GenerationRequest(job_messages(job), job["max_tokens"], **sampling, stop=tuple(job.get("stop") or ()),
                              n=job.get("n", 1), logprobs=job.get("logprobs"), grammar=job.get("grammar"),
-                             prompt_text=job["prompt"] if job.get("raw_prompt") else None)
+                             prompt_text=job["prompt"] if job.get("raw_prompt") else None,
+                             streamed=job.get("stream", True))
 
 
 @dataclass
