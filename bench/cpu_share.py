@@ -7,7 +7,9 @@ short prompts (32-token answers, tier forced, cache off) and reads, from /proc, 
 stack's processes and the Redis server spent meanwhile, and Redis's own per-command counts (INFO
 commandstats; the server's counters are reset, so use a Redis of the benchmark's own). On 2 cores every
 millisecond another process takes also stalls the engine's ggml threads at their next barrier, so this
-is the platform's cost beside the engine.
+is the platform's cost beside the engine. Wakeups (voluntary context switches of every thread) count
+too: each one that lands while the engine decodes takes a core from a ggml thread, and many short
+ones cost the engine more than a few long ones of the same CPU time.
 """
 from __future__ import annotations
 
@@ -56,6 +58,18 @@ def cpu_seconds(processes: list[psutil.Process]) -> dict[int, tuple[str, float]]
     return seconds
 
 
+def wakeups(pid: int) -> int:
+    """Times the process's threads went to sleep and were woken (voluntary context switches, all threads)."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            total += next(int(line.split()[1]) for line in status.read_text().splitlines()
+                          if line.startswith("voluntary_ctxt_switches"))
+        except (OSError, StopIteration):
+            pass
+    return total
+
+
 def redis_server(client: redis.Redis) -> psutil.Process:
     return psutil.Process(int(client.info("server")["process_id"]))
 
@@ -64,20 +78,29 @@ def measure(target: Platform, prompts: list[str], clients: int, processes: list[
             client: redis.Redis) -> dict:
     server = redis_server(client)
     client.config_resetstat()
+    everyone = [*processes, server]
     before, server_before = cpu_seconds(processes), sum(server.cpu_times()[:2])
+    woken_before = {process.pid: wakeups(process.pid) for process in everyone}
     run = run_clients(target, prompts, clients, max_tokens=32)
     after, server_after = cpu_seconds(processes), sum(server.cpu_times()[:2])
+    woken = {process.pid: wakeups(process.pid) - woken_before[process.pid] for process in everyone}
     per_role: dict[str, float] = {}
     for pid, (name, seconds) in after.items():
         per_role[name] = per_role.get(name, 0.0) + seconds - before.get(pid, (name, seconds))[1]
     per_role["redis-server"] = server_after - server_before
-    commands = sorted(client.info("commandstats").items(), key=lambda item: -item[1]["usec"])
+    woken_per_role: dict[str, int] = {"redis-server": woken.pop(server.pid)}
+    for pid, count in woken.items():
+        name = after.get(pid, ("other",))[0]
+        woken_per_role[name] = woken_per_role.get(name, 0) + count
+    commands = sorted(client.info("commandstats").items(), key=lambda item: -item[1]["calls"])
     return {"clients": clients, "requests": len(prompts), "failures": run.failures,
             "tokens_per_s": round(run.tokens_per_s, 1),
             "cpu_ms_per_request": {name: round(seconds / len(prompts) * 1000, 1)
                                    for name, seconds in sorted(per_role.items(), key=lambda item: -item[1])},
+            "wakeups_per_request": {name: round(count / len(prompts), 1)
+                                    for name, count in sorted(woken_per_role.items(), key=lambda item: -item[1])},
             "redis_calls_per_request": {name.removeprefix("cmdstat_"): round(stats["calls"] / len(prompts), 1)
-                                        for name, stats in commands[:8]}}
+                                        for name, stats in commands[:16]}}
 
 
 def main() -> None:
