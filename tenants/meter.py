@@ -30,6 +30,18 @@ end
 return 0
 """
 
+# One round trip for a count outside a pipeline: ARGV[1] the tokens for the month total (added only where it
+# is kept, as above), then field, amount pairs for the pending hash.
+_RECORD = """
+for i = 2, #ARGV, 2 do
+  redis.call('hincrby', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+if tonumber(ARGV[1]) > 0 and redis.call('exists', KEYS[2]) == 1 then
+  redis.call('incrby', KEYS[2], ARGV[1])
+end
+return 0
+"""
+
 
 def usage_day(at: Optional[float] = None) -> str:
     return datetime.fromtimestamp(time.time() if at is None else at, timezone.utc).strftime("%Y-%m-%d")
@@ -53,6 +65,7 @@ class UsageMeter:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self._add_if_kept = client.register_script(_ADD_IF_KEPT)
+        self._record = client.register_script(_RECORD)
 
     def record(self, owner: Optional[str], pipe: Optional[Pipeline] = None, **counts: int) -> None:
         """Add `counts` (names from `tenants.schema.COUNTERS`) to `owner`'s today; joins `pipe` if given."""
@@ -60,15 +73,16 @@ class UsageMeter:
         if unknown:
             raise ValueError(f"unknown usage counters: {sorted(unknown)}")
         owner, now = owner or NO_KEY, time.time()
-        target = self.redis.pipeline(transaction=False) if pipe is None else pipe
-        for counter, amount in counts.items():
-            if amount:
-                target.hincrby(PENDING, pending_field(owner, usage_day(now), counter), amount)
+        added = {pending_field(owner, usage_day(now), counter): amount for counter, amount in counts.items() if amount}
         tokens = counts.get("prompt_tokens", 0) + counts.get("completion_tokens", 0)
+        month = month_key(owner, usage_month(now))
+        if pipe is None:  # one script call: a pipeline holding a script asks Redis for it first, a round trip more
+            self._record(keys=[PENDING, month], args=[tokens, *(part for item in added.items() for part in item)])
+            return
+        for field, amount in added.items():
+            pipe.hincrby(PENDING, field, amount)
         if tokens:
-            self._add_if_kept(keys=[month_key(owner, usage_month(now))], args=[tokens], client=target)
-        if pipe is None:
-            target.execute()
+            self._add_if_kept(keys=[month], args=[tokens], client=pipe)
 
     def record_job(self, owner: Optional[str], tier: str, result: dict) -> None:
         """Count a job that generated on `tier` (finished or cancelled): its tokens and the job."""
