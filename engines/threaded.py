@@ -32,8 +32,8 @@ POLL_S = 0.1  # how often a waiting caller looks at its cancel flag and at the w
 # A caller that wants the whole answer (GenerationRequest.streamed False) gets its chunks in batches: the
 # first at once (its time to first token), then every HAND_OVER_S and at the end. Each hand-over wakes the
 # caller's thread, and on a small host a wakeup per token took a core from the engine's threads.
-HAND_OVER_S = 0.25
-BATCHED_POLL_S = 0.5  # such a caller is woken by the end (or a cancel's answer) and polls less often
+HAND_OVER_S = 0.5
+BATCHED_POLL_S = 1.0  # such a caller is woken by the end (or a cancel's answer) and polls less often
 CANCEL_GRACE_S = 0.5  # how long a cancelled caller waits for the engine's own `cancelled` answer
 RESTART_DELAY_S = 0.1  # pause before the engine loop restarts after a failure
 
