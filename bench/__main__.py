@@ -48,6 +48,11 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         help="requests sent one at a time for the latency percentiles")
     parser.add_argument("--per-client", type=int, default=int(os.environ.get("BENCH_PER_CLIENT", "3")),
                         help="requests each concurrent client sends")
+    # This machine's speed drifts by 10-20% over minutes (other tenants): throughput runs alternate between
+    # the targets in rounds (A B B A ...), so a drift reaches every target alike.
+    parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "2")),
+                        help="throughput rounds per client count, targets alternating; each round sends "
+                             "--per-client requests per client, distinct prompts in each")
     parser.add_argument("--concurrency", default=os.environ.get("BENCH_CONCURRENCY", "8,32"),
                         help="client counts for the throughput runs (one at a time is the latency run)")
     parser.add_argument("--stream-clients", type=int, default=int(os.environ.get("BENCH_STREAM_CLIENTS", "8")),
@@ -76,15 +81,18 @@ class Bench:
     def __init__(self, args: argparse.Namespace, tier: str, seed: int) -> None:
         self.args, self.tier = args, tier
         self.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
-        sizes = [args.latency_requests, *[c * args.per_client for c in self.concurrency],
+        rounds = max(1, args.rounds)
+        sizes = [args.latency_requests, *[c * args.per_client * rounds for c in self.concurrency],
                  args.stream_clients * args.per_client, args.mixed_clients * args.per_client, 2]
         # Distinct prompts everywhere, so neither a response cache nor a prompt (KV) cache helps a target;
         # short ones (as typed in a chat), so the runs measure generation more than prompt processing.
         rest = [r.prompt for r in TrafficMix(seed=seed).distinct(sum(sizes) + 4, lengths=("short",))]
         self.latency_prompts, rest = rest[: sizes[0]], rest[sizes[0]:]
-        self.sweep_prompts: dict[int, list[str]] = {}
+        self.sweep_prompts: dict[int, list[list[str]]] = {}  # per client count, each round's prompts
         for clients, size in zip(self.concurrency, sizes[1:-3]):
-            self.sweep_prompts[clients], rest = rest[:size], rest[size:]
+            per_round = size // rounds
+            self.sweep_prompts[clients] = [rest[i * per_round:(i + 1) * per_round] for i in range(rounds)]
+            rest = rest[size:]
         self.stream_prompts, rest = rest[: sizes[-3]], rest[sizes[-3]:]
         self.mixed_prompts, rest = rest[: sizes[-2]], rest[sizes[-2]:]
         self.cache_prompts = rest[:2]
@@ -97,8 +105,9 @@ class Bench:
                 after_run: Optional[Callable[[Run], dict]] = None) -> None:
         """Every phase runs on all targets back to back, so they share the same machine conditions.
 
-        One request at a time: the targets take turns prompt by prompt. Concurrent clients:
-        one run per target at each client count (`throughput_at` names the counts per target).
+        One request at a time: the targets take turns prompt by prompt. Concurrent clients: at each client
+        count (`throughput_at` names the counts per target), the targets take turns round by round, in
+        A B B A order, and each target's rounds add up to its run.
         """
         for target in targets:
             log(f"{self.tier} {target.name}: warm-up")
@@ -117,12 +126,16 @@ class Bench:
             self.answers[target.name] = [a.text for a in run.answers]
             self._show(run, after_run)
         for clients in self.concurrency:
-            for target in targets:
-                if clients in throughput_at.get(target.name, self.concurrency):
-                    log(f"{self.tier} {target.name}: {clients} concurrent clients")
-                    run = run_clients(target, self.sweep_prompts[clients], clients, self.args.max_tokens)
-                    self.runs[target.name][clients] = run
-                    self._show(run, after_run)
+            chosen = [t for t in targets if clients in throughput_at.get(t.name, self.concurrency)]
+            rounds: dict[str, list[Run]] = {t.name: [] for t in chosen}
+            for number, prompts in enumerate(self.sweep_prompts[clients]):
+                for target in chosen if number % 2 == 0 else chosen[::-1]:
+                    log(f"{self.tier} {target.name}: {clients} concurrent clients, round {number + 1}")
+                    rounds[target.name].append(run_clients(target, prompts, clients, self.args.max_tokens))
+            for target in chosen:
+                run = Run.joined(rounds[target.name])
+                self.runs[target.name][clients] = run
+                self._show(run, after_run)
         if self.args.stream_clients:
             for target in targets:
                 log(f"{self.tier} {target.name}: {self.args.stream_clients} clients streaming")

@@ -21,6 +21,13 @@ class Run:
     wall_s: float
     streamed: bool = False
 
+    @classmethod
+    def joined(cls, runs: list["Run"]) -> "Run":
+        """Rounds of one target at one client count as one run: their answers, their time added up."""
+        first = runs[0]
+        return cls(first.target, first.clients, [a for run in runs for a in run.answers],
+                   sum(run.wall_s for run in runs), first.streamed)
+
     @property
     def tokens(self) -> int:
         return sum(a.tokens for a in self.answers)
