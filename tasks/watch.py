@@ -113,6 +113,8 @@ class JobWatcher:
                     self.poll(watches)
                 except redis.RedisError as exc:  # a Redis blip must not end the jobs; poll again
                     log.warning("cancel poll failed for %d job(s): %s", len(watches), type(exc).__name__)
+                except Exception:  # the watcher serves every job of the process: it must outlive a bug
+                    log.exception("cancel poll failed for %d job(s)", len(watches))
 
     def _next_wait(self) -> float:
         deadlines = [watch.deadline for watch in self._watches if watch.deadline is not None]
