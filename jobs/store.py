@@ -224,11 +224,10 @@ class JobStore:
         flat = [part for item in _encode(fields).items() for part in item]
         return [self.ttl_s, status, name, json.dumps(data) if event else "", "" if fence is None else fence, *flat]
 
-    def count_delivery(self, job_id: str, stage: str, unless: Optional[str] = None) -> int:
+    def count_delivery(self, job_id: str, stage: str, unless: str) -> int:
         """Count one more delivery of the job to `stage` (a task name) and return the total so far; 0, with
-        nothing counted, when the key `unless` exists (in the same round trip)."""
-        return int(self._count_delivery(keys=[f"{job_key(job_id)}:deliveries", unless or f"{job_key(job_id)}:never"],
-                                        args=[stage, self.ttl_s]))
+        nothing counted, when the key `unless` (the job's cancel flag) exists, read in the same round trip."""
+        return int(self._count_delivery(keys=[f"{job_key(job_id)}:deliveries", unless], args=[stage, self.ttl_s]))
 
     def deliveries(self, job_id: str) -> dict[str, int]:
         """How often the job was delivered to each stage."""

@@ -52,7 +52,7 @@ def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing:
     # A job whose caller waits for the whole answer (job["stream"] False: /generate, an OpenAI request
     # that does not stream) has no live stream: its stream holds the final event alone, and the tokens
     # cost no Redis writes. A redelivered task starts over: readers drop the text they had before a `start`.
-    live = job.get("stream", True)
+    live = request.streamed
     if live:
         context.tokens.publish(job_id, "start", {"tier": tier, "model": engine.model_id, "routing": routing},
                                at_once=True, fence=delivery)

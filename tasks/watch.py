@@ -117,7 +117,8 @@ class JobWatcher:
                     log.exception("cancel poll failed for %d job(s)", len(watches))
 
     def _next_wait(self) -> float:
-        deadlines = [watch.deadline for watch in self._watches if watch.deadline is not None]
+        # A watch that fired waits for its task to leave: its past deadline must not make this spin.
+        deadlines = [watch.deadline for watch in self._watches if watch.deadline is not None and not watch.reason]
         return max(0.0, min([self.poll_s, *(deadline - time.time() for deadline in deadlines)]))
 
     def poll(self, watches: list[GenerationWatch]) -> None:

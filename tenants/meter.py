@@ -22,16 +22,8 @@ MONTH_PREFIX = "usage:month:"
 NO_KEY = "-"  # the owner of jobs submitted without a key (API keys off)
 MONTH_TTL_S = 40 * 24 * 3600
 
-# INCRBY only where the month total exists: a missing one is rebuilt whole, never from this delta.
-_ADD_IF_KEPT = """
-if redis.call('exists', KEYS[1]) == 1 then
-  redis.call('incrby', KEYS[1], ARGV[1])
-end
-return 0
-"""
-
-# One round trip for a count outside a pipeline: ARGV[1] the tokens for the month total (added only where it
-# is kept, as above), then field, amount pairs for the pending hash.
+# ARGV[1]: tokens for the month total, then field, amount pairs for the pending hash. The month total is
+# only added to where it exists: a missing one is rebuilt whole (tenants.ledger), never from this delta.
 _RECORD = """
 for i = 2, #ARGV, 2 do
   redis.call('hincrby', KEYS[1], ARGV[i], ARGV[i + 1])
@@ -64,7 +56,6 @@ class UsageMeter:
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self._add_if_kept = client.register_script(_ADD_IF_KEPT)
         self._record = client.register_script(_RECORD)
 
     def record(self, owner: Optional[str], pipe: Optional[Pipeline] = None, **counts: int) -> None:
@@ -76,13 +67,12 @@ class UsageMeter:
         added = {pending_field(owner, usage_day(now), counter): amount for counter, amount in counts.items() if amount}
         tokens = counts.get("prompt_tokens", 0) + counts.get("completion_tokens", 0)
         month = month_key(owner, usage_month(now))
-        if pipe is None:  # one script call: a pipeline holding a script asks Redis for it first, a round trip more
-            self._record(keys=[PENDING, month], args=[tokens, *(part for item in added.items() for part in item)])
+        if pipe is not None and not tokens:  # plain commands: a script would make the pipeline ask Redis for
+            for field, amount in added.items():  # it first, a round trip more (the web's job creation)
+                pipe.hincrby(PENDING, field, amount)
             return
-        for field, amount in added.items():
-            pipe.hincrby(PENDING, field, amount)
-        if tokens:
-            self._add_if_kept(keys=[month], args=[tokens], client=pipe)
+        self._record(keys=[PENDING, month], args=[tokens, *(part for item in added.items() for part in item)],
+                     client=pipe)
 
     def record_job(self, owner: Optional[str], tier: str, result: dict) -> None:
         """Count a job that generated on `tier` (finished or cancelled): its tokens and the job."""

@@ -11,7 +11,7 @@ from helpers import free_port, job_store
 from jobs import control
 from jobs.status import JobStatus
 from jobs.store import JobStore
-from tasks.watch import GenerationWatch
+from tasks.watch import GenerationWatch, JobWatcher
 from workerctl import redis_server
 
 
@@ -108,3 +108,20 @@ def test_the_watch_notes_progress_after_redis_lost_its_scripts(tmp_path):
     finally:
         server.terminate()
         server.wait()
+
+
+def test_a_watch_whose_deadline_fired_does_not_keep_the_watcher_busy(monkeypatch):
+    """Until its task leaves the `with` block (the engine's last step, a wedged engine's grace), a watch
+    that timed out stays registered; the watcher must go on polling every poll_s, not at once and again."""
+    store = job_store()
+    job_id, fence = generating_job(store)
+    polls = []
+    original = JobWatcher.poll
+    monkeypatch.setattr(JobWatcher, "poll", lambda self, watches: polls.append(len(watches)) or original(self, watches))
+    cancel = threading.Event()
+    with GenerationWatch(store, job_id, cancel, poll_s=0.1, deadline=time.time() + 0.05, fence=fence):
+        assert cancel.wait(5)
+        fired_at = len(polls)
+        time.sleep(0.5)
+        polls_after = len(polls) - fired_at
+    assert polls_after <= 7, f"{polls_after} polls in 0.5 s with a poll interval of 0.1 s"
