@@ -64,8 +64,10 @@ def celery_config(settings: Settings, worker: bool = False) -> dict:
         # A tier worker's threads: its engine's batch and the jobs waiting in the engine's queue (a
         # worker started with --concurrency, as the routing worker is, keeps that).
         "worker_concurrency": settings.engine_max_batch + settings.engine_queue_ahead,
-        "worker_send_task_events": True,  # Flower shows tasks live
-        "task_send_sent_event": True,
+        "worker_send_task_events": True,  # Flower shows tasks live, from the moment a worker receives them
+        # No `task-sent` event: it cost each submission a publish and Flower a message to handle, for a state
+        # (queued) that the queue depths already show (Flower's Broker page, llm_queue_depth).
+        "task_send_sent_event": False,
     }
 
 

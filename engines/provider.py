@@ -35,6 +35,7 @@ def backend_name(settings: Settings | None = None) -> str:
     return auto_backend() if name == "auto" else name
 
 
+@functools.cache  # the validation of every request asks; the answer cannot change while the process runs
 def auto_backend() -> str:
     if sys.platform == "darwin" and platform.machine() == "arm64":
         return "mlx"

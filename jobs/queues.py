@@ -62,11 +62,24 @@ def redis_lists(queue: str, transport_options: Mapping) -> list[str]:
     return [queue] + [f"{queue}{PRIORITY_SEP}{step}" for step in steps if step]
 
 
+# Sums each queue's lists in Redis: one reply per queue instead of ten, since every submission reads them.
+_SUM_LENGTHS = """
+local depths, key = {}, 1
+for queue = 1, #ARGV do
+  local total = 0
+  for _ = 1, tonumber(ARGV[queue]) do
+    total = total + redis.call('llen', KEYS[key])
+    key = key + 1
+  end
+  depths[queue] = total
+end
+return depths
+"""
+
+
 def queue_depths(client: redis.Redis, transport_options: Mapping, queues: Sequence[str] = QUEUES) -> dict[str, int]:
     """Messages waiting in each queue over all its priority lists (not those a worker already holds)."""
-    pipe = client.pipeline(transaction=False)
-    for queue in queues:
-        for key in redis_lists(queue, transport_options):
-            pipe.llen(key)
-    lengths = iter(pipe.execute())
-    return {queue: sum(next(lengths) for _ in redis_lists(queue, transport_options)) for queue in queues}
+    lists = [redis_lists(queue, transport_options) for queue in queues]
+    depths = client.register_script(_SUM_LENGTHS)(keys=[key for keys in lists for key in keys],
+                                                  args=[len(keys) for keys in lists])
+    return dict(zip(queues, map(int, depths)))

@@ -2,9 +2,11 @@
 cache, the tenants' keys and usage, and the served model ids. Views reach them through `web()`."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 from flask import current_app
+from marshmallow import Schema
 
 from cache.exact import ExactCache
 from engines.provider import served_models
@@ -15,6 +17,7 @@ from tenants.service import Tenants
 from webapp.broker import Broker
 
 EXTENSION = "llm_platform"
+SchemaType = TypeVar("SchemaType", bound=Schema)
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,15 @@ class WebContext:
     models: dict[str, str]
     hub_store: JobStore  # the stream hub's own client: a busy request pool never starves it
     tenants: Tenants
+    _schemas: dict = field(default_factory=dict, repr=False)
+
+    def schema(self, schema_class: type[SchemaType]) -> SchemaType:
+        """The request schema built once with these settings: building one per request cost a third of
+        its validation (marshmallow copies every declared field), and loading keeps no state on it."""
+        schema = self._schemas.get(schema_class)
+        if schema is None:
+            schema = self._schemas[schema_class] = schema_class(self.settings)
+        return schema
 
     @classmethod
     def build(cls, settings: Settings) -> "WebContext":

@@ -108,7 +108,7 @@ def encoded(vector: list[float], encoding_format: Optional[str]) -> list[float] 
 @bp.post("/v1/embeddings")
 def create_embeddings():
     context = web()
-    body = load_json_body(EmbeddingRequestSchema(context.settings))
+    body = load_json_body(context.schema(EmbeddingRequestSchema))
     model_id = context.settings.embedding_model_id()
     if body["model"] != model_id:
         raise APIError(404, "model_not_found", f"The model '{body['model']}' does not exist; embeddings are "

@@ -51,7 +51,7 @@ def with_cache_control(job: dict) -> dict:
 
 
 def _job_request() -> dict:
-    return with_cache_control(load_json_body(JobRequestSchema(web().settings)))
+    return with_cache_control(load_json_body(web().schema(JobRequestSchema)))
 
 
 @bp.post("/v1/jobs")

@@ -74,14 +74,14 @@ def _respond(body: dict, record: dict, style: Format) -> Response:
 
 @bp.post("/v1/chat/completions")
 def chat_completions():
-    body = load_json_body(ChatCompletionRequestSchema(web().settings))
+    body = load_json_body(web().schema(ChatCompletionRequestSchema))
     record = submit_job(with_cache_control(job_from_chat(body, tier_for_model(body["model"]))))
     return _respond(body, record, ChatFormat(body))
 
 
 @bp.post("/v1/completions")
 def completions():
-    body = load_json_body(CompletionRequestSchema(web().settings))
+    body = load_json_body(web().schema(CompletionRequestSchema))
     record = submit_job(with_cache_control(job_from_completion(body, tier_for_model(body["model"]))))
     return _respond(body, record, CompletionFormat(body))
 
