@@ -11,6 +11,7 @@ from webapp.context import EXTENSION, WebContext
 from webapp.errors import register_error_handlers
 from webapp.metrics import bp as metrics_bp
 from webapp.submission import mark_request_start
+from webapp.tokens import load_tokenizers
 
 
 def refuse_open_access(settings: Settings) -> None:
@@ -23,9 +24,11 @@ def refuse_open_access(settings: Settings) -> None:
 
 
 def start_serving(app: Flask) -> None:
-    """The background work of a process that serves the app (gunicorn's `post_worker_init`): writing
-    usage through to SQL. Apps built by `flask` commands and tests run none."""
+    """The start-up of a process that serves the app (gunicorn's `post_worker_init`): the prompt
+    tokenizers loaded before the first request, and the background work of writing usage through to
+    SQL. Apps built by `flask` commands and tests run none."""
     context = app.extensions[EXTENSION]
+    load_tokenizers(context.settings)
     context.tenants.start_flushing(context.settings)
 
 
