@@ -33,6 +33,8 @@ from loadtest.traffic import TrafficMix
 ROOT = Path(__file__).resolve().parent.parent
 DIRECT, LLAMA, MLX, PLATFORM = "engine alone", "llama-server", "mlx_lm.server", "platform /generate"
 PEERS = (LLAMA, MLX)
+WARM_UP_NAMES = ("Ada", "Ben", "Cai", "Dev")
+WARM_UP_CLIENTS = len(WARM_UP_NAMES)
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -110,8 +112,11 @@ class Bench:
         A B B A order, and each target's rounds add up to its run.
         """
         for target in targets:
-            log(f"{self.tier} {target.name}: warm-up")
-            target.ask("Say hello.", self.args.max_tokens)
+            # Concurrent, so that every process of a target (the platform's web workers) has served a request
+            # before the timed phases: one request warmed one of them, and the other met its first-use costs there.
+            log(f"{self.tier} {target.name}: warm-up, {WARM_UP_CLIENTS} requests at once")
+            run_clients(target, [f"Say hello to {name}." for name in WARM_UP_NAMES], WARM_UP_CLIENTS,
+                        self.args.max_tokens)
         log(f"{self.tier}: {len(self.latency_prompts)} requests one at a time, targets taking turns")
         sequential: dict[str, list] = {t.name: [] for t in targets}
         started = {t.name: 0.0 for t in targets}
