@@ -35,11 +35,15 @@ def backend_name(settings: Settings | None = None) -> str:
     return auto_backend() if name == "auto" else name
 
 
-@functools.cache  # the validation of every request asks; the answer cannot change while the process runs
 def auto_backend() -> str:
     if sys.platform == "darwin" and platform.machine() == "arm64":
         return "mlx"
-    return "llamacpp" if importlib.util.find_spec("llama_cpp") is not None else "mlx"
+    return "llamacpp" if _llama_cpp_installed() else "mlx"
+
+
+@functools.cache  # the validation of every request asks; importlib's answer cannot change while the process runs
+def _llama_cpp_installed() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
 
 
 def served_spec(tier: str, settings: Settings | None = None) -> tuple[str, Path]:
