@@ -33,8 +33,7 @@ from loadtest.traffic import TrafficMix
 ROOT = Path(__file__).resolve().parent.parent
 DIRECT, LLAMA, MLX, PLATFORM = "engine alone", "llama-server", "mlx_lm.server", "platform /generate"
 PEERS = (LLAMA, MLX)
-WARM_UP_NAMES = ("Ada", "Ben", "Cai", "Dev")
-WARM_UP_CLIENTS = len(WARM_UP_NAMES)
+WARM_UP_REQUESTS = 4  # sent at once: enough to reach both of the platform's web workers
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -114,8 +113,8 @@ class Bench:
         for target in targets:
             # Concurrent, so that every process of a target (the platform's web workers) has served a request
             # before the timed phases: one request warmed one of them, and the other met its first-use costs there.
-            log(f"{self.tier} {target.name}: warm-up, {WARM_UP_CLIENTS} requests at once")
-            run_clients(target, [f"Say hello to {name}." for name in WARM_UP_NAMES], WARM_UP_CLIENTS,
+            log(f"{self.tier} {target.name}: warm-up, {WARM_UP_REQUESTS} requests at once")
+            run_clients(target, [f"Say hello ({n})." for n in range(WARM_UP_REQUESTS)], WARM_UP_REQUESTS,
                         self.args.max_tokens)
         log(f"{self.tier}: {len(self.latency_prompts)} requests one at a time, targets taking turns")
         sequential: dict[str, list] = {t.name: [] for t in targets}

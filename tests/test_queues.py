@@ -53,6 +53,21 @@ def test_queue_depth_counts_every_priority(filled_queue):
     assert queue_depths(client, {}, [queue])[queue] < 10
 
 
+def test_each_queue_gets_its_own_depth_from_one_reading(filled_queue):
+    """The depths are summed in Redis, queue by queue, from one list of keys: each sum must stop at its queue."""
+    queue, options = filled_queue
+    client = job_store().redis
+    other, empty = f"{queue}-other", f"{queue}-empty"
+    lists = redis_lists(other, options)
+    try:
+        client.rpush(lists[0], "first", "second")
+        client.rpush(lists[-1], "last priority")
+        assert queue_depths(client, options, [other, queue, empty]) == {other: 3, queue: 10, empty: 0}
+        assert queue_depths(client, options, [empty, queue]) == {empty: 0, queue: 10}
+    finally:
+        client.delete(*lists)
+
+
 def test_the_web_broker_reads_the_same_depths():
     store = job_store()
     expected = queue_depths(store.redis, broker().celery.conf.broker_transport_options)

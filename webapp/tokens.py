@@ -41,10 +41,10 @@ def _tokenizers(settings: Settings) -> tuple:
     return tuple(Tokenizer.from_file(str(path)) for path in found)
 
 
-def load_tokenizers(settings: Settings) -> int:
+def load_tokenizers(settings: Settings) -> None:
     """Load the tiers' tokenizers now (a serving process's start-up): the first prompt each process
-    validated waited ~0.1 s for the load, and its first import of `tokenizers` more. How many loaded."""
-    return len(_tokenizers(settings))
+    validated waited ~0.1 s for the load, and its first import of `tokenizers` more."""
+    _tokenizers(settings)
 
 
 def prompt_tokens(prompt: str, settings: Optional[Settings] = None) -> int:
