@@ -58,6 +58,7 @@ def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing:
                                at_once=True, fence=delivery)
     answers, first_token_at, streamed = Answers(request, publish_logprobs=asked_logprobs), None, False
     deadline = started + task.soft_time_limit if task.soft_time_limit else None
+    record: Optional[dict] = None  # the job's stamps (created_at, ...), for the result's timings
     try:
         with GenerationWatch(store, job_id, request.cancel, context.settings.cancel_poll_s, deadline,
                              delivery) as watch:
@@ -69,6 +70,8 @@ def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing:
                     context.tokens.publish(job_id, "token", event, at_once=not streamed, fence=delivery)
                     streamed = True
                 watch.tokens = answers.tokens
+                if record is None:  # read while the engine goes on, not between the last token and the answer
+                    record = store.get(job_id) or {}
     except BaseException:
         _flush_tokens(context, job_id, quiet=True)  # the failure that ended generation (EngineStalled) counts
         context.tokens.finish(job_id)
@@ -94,7 +97,8 @@ def _generate(context: WorkerContext, task: Task, tier: str, job: dict, routing:
         "score": routing["score"],
         "routing": routing,
         "cached": False,
-        **_timings(store.get(job_id) or {}, started, first_token_at or finished, finished),
+        **_timings(record if record is not None else store.get(job_id) or {}, started, first_token_at or finished,
+                   finished),
     }
     if "fallback" in routing:
         result["fallback"] = routing["fallback"]
