@@ -251,7 +251,7 @@ def paired_overhead_ms(platform: Optional[Run], engine: Optional[Run]) -> Option
     """The median over prompts of (platform − engine alone) latency for the same prompt, one request at a time.
 
     Both answer each prompt with the same greedy tokens, so each difference is that request's overhead; the
-    difference of the two p50s mixes in how far apart the two p50 prompts' answers are (±10 ms here)."""
+    difference of the two p50s also carries how far apart the two p50 prompts' answers are."""
     if platform is None or engine is None:
         return None
     pairs = [(p.latency_s - e.latency_s) * 1000 for p, e in zip(platform.answers, engine.answers)

@@ -37,6 +37,8 @@ def test_submit_and_poll_lands_on_its_queue(client, prompt, tier, queue):
     for field in ("latency_ms", "queue_ms"):
         assert result[field] >= 0
     assert result["latency_ms"] >= result["queue_ms"]
+    # from the record's stamps: the job was created (and queued) before its generation started
+    assert result["latency_ms"] > result["generation_ms"], result
 
 
 def test_synchronous_generate_answers_with_real_model_text(client):
