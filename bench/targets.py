@@ -147,8 +147,10 @@ def _serve_engine(tier: str, conn) -> None:
     """The child's loop: one thread per request, as a worker's task threads call the engine."""
     from engines.base import GenerationRequest
     from engines.provider import get_engine
+    from heap import freeze_start_up_objects
 
     engine = get_engine(tier)
+    freeze_start_up_objects()  # as a worker does once its engine is loaded (tasks.lifecycle)
     lock = threading.Lock()
 
     def reply(call_id: int, ok: bool, value) -> None:

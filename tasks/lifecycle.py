@@ -17,6 +17,7 @@ import time
 from celery.signals import task_failure, task_received, worker_ready, worker_shutdown
 
 from engines.provider import get_engine, loaded_engine
+from heap import freeze_start_up_objects
 from jobs import presence
 from jobs.queues import TIERS, ROUTING_QUEUE, tier_queue
 from jobs.status import JobStatus
@@ -106,6 +107,7 @@ def _load_models_for(queues: set[str]) -> None:
                 get_engine(tier)
     except Exception:
         log.exception("warm-up failed; models will load on the first job")
+    freeze_start_up_objects()  # full collections no longer walk the models (heap.py)
 
 
 def _stalled_queues() -> set[str]:

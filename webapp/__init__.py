@@ -5,6 +5,7 @@ from typing import Optional
 
 from flask import Flask
 
+from heap import freeze_start_up_objects
 from monitoring.flask_hooks import register_request_metrics
 from settings import Settings, get_settings, is_loopback
 from webapp.context import EXTENSION, WebContext
@@ -26,10 +27,12 @@ def refuse_open_access(settings: Settings) -> None:
 def start_serving(app: Flask) -> None:
     """The start-up of a process that serves the app (gunicorn's `post_worker_init`): the prompt
     tokenizers loaded before the first request, and the background work of writing usage through to
-    SQL. Apps built by `flask` commands and tests run none."""
+    SQL. Apps built by `flask` commands and tests run none. Last, what start-up built is frozen out of
+    the garbage collector's full collections (heap.py): each one otherwise held up every request."""
     context = app.extensions[EXTENSION]
     load_tokenizers(context.settings)
     context.tenants.start_flushing(context.settings)
+    freeze_start_up_objects()
 
 
 def create_app(settings: Optional[Settings] = None, test_config: Optional[dict] = None) -> Flask:
