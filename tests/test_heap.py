@@ -1,5 +1,5 @@
 """Long-running processes set their start-up objects aside from the garbage collector (heap.py), so that a
-full collection does not walk the models and apps they keep (160-320 ms with the GIL held in a worker)."""
+full collection does not walk the models and apps they keep (160-337 ms with the GIL held in a worker)."""
 from __future__ import annotations
 
 import gc
