@@ -1,6 +1,7 @@
 """Test session set-up: a Redis DB of our own and real Celery workers for the three queues."""
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
@@ -186,6 +187,16 @@ def keyed_live_server(workers, artifacts_dir):
         yield url
     finally:
         stop_process(proc)
+
+
+@pytest.fixture(autouse=True)
+def _collector_unfrozen():
+    """Every test starts and ends with nothing frozen out of the garbage collector: a test that runs a
+    serving process's start-up (webapp.start_serving, a worker's warm-up) freezes the whole test
+    process's heap (heap.py), and what later tests drop from it would never be collected."""
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture(scope="session")
